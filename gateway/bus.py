@@ -1,0 +1,367 @@
+"""The event bus on Redis Streams.
+
+An entry holds a msgpack-packed list of events (one per request or micro-batch), so one XADD
+carries many events and one ack covers them; sinks are idempotent on ``event_id`` and absorb a
+replay. Consumers are members of consumer groups, ack explicitly after their side effect is
+durable, and reclaim entries a crashed member left pending (``XAUTOCLAIM``). An entry delivered
+``bus.max_deliveries`` times moves to the stream's dead-letter stream. Retention trimming
+(``XTRIM MINID``) never passes an entry some group has not acknowledged.
+
+:class:`Publisher` is the write path of the HTTP ingest: concurrent requests are gathered into
+one pipeline (group commit), and a request is answered only once its entry is in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from gateway import keys as K
+from gateway.config import BusConfig
+from gateway.errors import BusUnavailable
+from gateway.events import Event, pack, unpack
+
+log = logging.getLogger(__name__)
+
+#: How far the lag of a group is counted when the server does not report it (Redis 6.2).
+LAG_COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry as a consumer sees it."""
+
+    id: str
+    events: list[Event]
+    #: Times this entry was delivered to a consumer of the group (1 on first delivery).
+    deliveries: int = 1
+    raw: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a reclaim pass found: entries to process again, and entries to dead-letter."""
+
+    retry: list[Entry]
+    dead: list[Entry]
+
+
+def _id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_id(entry_id: str) -> str:
+    ms, seq = parse_id(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+class Bus:
+    """Streams, consumer groups and their bookkeeping; every Redis error becomes BusUnavailable."""
+
+    def __init__(self, client: aioredis.Redis, keys: K.Keys, settings: BusConfig) -> None:
+        self.client = client
+        self.keys = keys
+        self.settings = settings
+
+    # --- producing ---------------------------------------------------------------------------
+
+    async def publish(self, stream: str, events: Sequence[Event]) -> str:
+        """One XADD: ``events`` travel as one entry."""
+        try:
+            entry_id = await self.client.xadd(
+                self.keys.stream(stream), {K.ENTRY_FIELD: pack(events)}
+            )
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"publish to {stream}: {exc}") from exc
+        return _id(entry_id)
+
+    async def publish_many(self, stream: str, batches: Sequence[Sequence[Event]]) -> list[str]:
+        """One entry per item of ``batches``, pipelined; entry order follows ``batches``."""
+        return await self.add_packed([(stream, pack(events)) for events in batches])
+
+    async def add_packed(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Pipelined XADD of already packed entries ``(stream, value)``, in order."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream, value in items:
+                pipe.xadd(self.keys.stream(stream), {K.ENTRY_FIELD: value})
+            try:
+                ids = await pipe.execute()
+            except (RedisError, OSError) as exc:
+                raise BusUnavailable(f"publish: {exc}") from exc
+        return [_id(i) for i in ids]
+
+    # --- consuming ---------------------------------------------------------------------------
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create ``group`` (and ``stream``) if missing; a new group starts at the beginning."""
+        try:
+            await self.client.xgroup_create(self.keys.stream(stream), group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise BusUnavailable(f"create group {group}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"create group {group}: {exc}") from exc
+
+    async def read(
+        self, stream: str, group: str, consumer: str, *, count: int, block: float
+    ) -> list[Entry]:
+        """New entries for ``consumer``, waiting up to ``block`` seconds for some to arrive."""
+        key = self.keys.stream(stream)
+        try:
+            reply: Any = await self.client.xreadgroup(
+                group, consumer, {key: ">"}, count=count, block=max(1, int(block * 1000))
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream was deleted under us: make it again
+                await self.ensure_group(stream, group)
+                return []
+            raise BusUnavailable(f"read {stream}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"read {stream}: {exc}") from exc
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3 shape
+            rows = next(iter(reply.values()))[0] if reply else []
+        else:
+            rows = reply[0][1]
+        return [_entry(entry_id, fields) for entry_id, fields in rows]
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        try:
+            await self.client.xack(self.keys.stream(stream), group, *ids)
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"ack {stream}: {exc}") from exc
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, *, min_idle: float, count: int
+    ) -> Claimed:
+        """Take over entries other members left pending for ``min_idle`` seconds (XAUTOCLAIM).
+
+        Entries already delivered ``max_deliveries`` times are handed back as dead instead.
+        """
+        key = self.keys.stream(stream)
+        try:
+            reply: Any = await self.client.xautoclaim(
+                key,
+                group,
+                consumer,
+                min_idle_time=int(min_idle * 1000),
+                start_id="0-0",
+                count=count,
+            )
+            rows = reply[1]
+            deleted = [_id(i) for i in reply[2]] if len(reply) > 2 else []
+            if deleted:  # trimmed while pending: nothing left to process
+                await self.client.xack(key, group, *deleted)
+            entries = [_entry(entry_id, fields) for entry_id, fields in rows if fields]
+            if not entries:
+                return Claimed([], [])
+            counts = await self._delivery_counts(key, group, consumer, entries)
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"reclaim {stream}: {exc}") from exc
+        retry: list[Entry] = []
+        dead: list[Entry] = []
+        for entry in entries:
+            entry = Entry(entry.id, entry.events, counts.get(entry.id, 1), entry.raw)
+            is_dead = entry.deliveries > self.settings.max_deliveries or not entry.raw
+            (dead if is_dead else retry).append(entry)
+        return Claimed(retry, dead)
+
+    async def _delivery_counts(
+        self, key: str, group: str, consumer: str, entries: list[Entry]
+    ) -> dict[str, int]:
+        first, last = entries[0].id, entries[-1].id
+        rows: Any = await self.client.xpending_range(
+            key, group, min=first, max=last, count=len(entries) * 2 + 10, consumername=consumer
+        )
+        return {_id(row["message_id"]): int(row["times_delivered"]) for row in rows}
+
+    async def dead_letter(
+        self, stream: str, group: str, entries: Sequence[Entry], reason: str
+    ) -> None:
+        """Move ``entries`` to the dead-letter stream and ack them, atomically (one slot)."""
+        if not entries:
+            return
+        key, dead = self.keys.stream(stream), self.keys.dead_letter(stream)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for entry in entries:
+                    pipe.xadd(
+                        dead,
+                        {
+                            K.ENTRY_FIELD: entry.raw,
+                            b"id": entry.id,
+                            b"group": group,
+                            b"deliveries": entry.deliveries,
+                            b"reason": reason[:500],
+                        },
+                    )
+                pipe.xack(key, group, *[e.id for e in entries])
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"dead-letter {stream}: {exc}") from exc
+        log.error(
+            "dead-lettered %d entr(ies) of %s for %s: %s", len(entries), stream, group, reason
+        )
+
+    # --- upkeep and figures ------------------------------------------------------------------
+
+    async def trim(self, stream: str, *, now: float | None = None) -> int:
+        """Drop entries older than the retention that every group has acknowledged."""
+        key = self.keys.stream(stream)
+        cutoff_ms = int(((now or time.time()) - self.settings.retention) * 1000)
+        minid = (cutoff_ms, 0)
+        try:
+            groups = await self.client.xinfo_groups(key)
+            for group in groups:
+                name = _id(group["name"])
+                summary = await self.client.xpending(key, name)
+                safe = next_id(_id(group["last-delivered-id"]))
+                if summary["pending"]:
+                    safe = min(safe, _id(summary["min"]), key=parse_id)
+                minid = min(minid, parse_id(safe))
+            removed = await self.client.xtrim(
+                key, minid=f"{minid[0]}-{minid[1]}", approximate=False
+            )
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0
+            raise BusUnavailable(f"trim {stream}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"trim {stream}: {exc}") from exc
+        return int(removed)
+
+    async def stats(self) -> dict[str, Any]:
+        """Every stream with its length, every group with its pending count and lag."""
+        streams: dict[str, Any] = {}
+        try:
+            for name in K.STREAMS:
+                key = self.keys.stream(name)
+                length = await self.client.xlen(key)
+                groups = (
+                    await self.client.xinfo_groups(key)
+                    if length or await self.client.exists(key)
+                    else []
+                )
+                streams[name] = {
+                    "key": key,
+                    "length": int(length),
+                    "dead_letter": int(await self.client.xlen(self.keys.dead_letter(name))),
+                    "groups": {
+                        _id(g["name"]): {
+                            "pending": int(g["pending"]),
+                            "lag": await self._lag(key, g),
+                            "consumers": int(g["consumers"]),
+                            "last_delivered_id": _id(g["last-delivered-id"]),
+                        }
+                        for g in groups
+                    },
+                }
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"stats: {exc}") from exc
+        return {"streams": streams}
+
+    async def _lag(self, key: str, group: dict[Any, Any]) -> int:
+        """Entries not yet delivered to the group (Redis >= 7 says; 6.2 is counted, capped)."""
+        lag = group.get("lag")
+        if lag is not None:
+            return int(lag)
+        after = "(" + _id(group["last-delivered-id"])
+        rows: Any = await self.client.xrange(key, min=after, max="+", count=LAG_COUNT_CAP)
+        return len(rows)
+
+
+def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
+    raw = (fields or {}).get(K.ENTRY_FIELD, b"")
+    try:
+        events = unpack(raw) if raw else []
+    except msgspec.DecodeError:
+        log.error("bus entry %s does not hold packed events", _id(entry_id))
+        return Entry(_id(entry_id), [], raw=b"")
+    return Entry(_id(entry_id), events, raw=raw)
+
+
+class Publisher:
+    """Group commit: gathers concurrent publishes into one pipeline; bounded in time and size."""
+
+    def __init__(self, bus: Bus, *, timeout: float, max_pending: int = 10_000) -> None:
+        self.bus = bus
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self.published_entries = 0
+        self.published_events = 0
+        self.failures = 0
+        self._pending: list[tuple[str, bytes, int, asyncio.Future[str]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever(), name="publisher")
+
+    async def publish(self, stream: str, events: Sequence[Event]) -> str:
+        """Return once ``events`` are one entry in Redis; BusUnavailable otherwise."""
+        if self._closing:
+            raise BusUnavailable("shutting down")
+        if len(self._pending) >= self.max_pending:
+            raise BusUnavailable("too many publishes waiting for Redis")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((stream, pack(events), len(events), future))
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await future
+        except TimeoutError:
+            raise BusUnavailable(f"Redis did not confirm within {self.timeout:g} s") from None
+
+    async def _flush_forever(self) -> None:
+        while not (self._closing and not self._pending):
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        batch = [item for item in batch if not item[3].done()]  # timed out: not acknowledged
+        if not batch:
+            return
+        try:
+            ids = await self.bus.add_packed([(stream, value) for stream, value, _, _ in batch])
+        except BusUnavailable as exc:
+            self.failures += len(batch)
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, n, future), entry_id in zip(batch, ids, strict=True):
+            self.published_entries += 1
+            self.published_events += n
+            if not future.done():
+                future.set_result(entry_id)
+
+    async def close(self) -> None:
+        """Finish the flush under way and what is still waiting, then stop (idempotent)."""
+        if self._task is None:
+            return
+        task, self._task = self._task, None
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(task, self.timeout * 2)
+        except TimeoutError:
+            log.error("publisher: Redis did not take the last entries before shutdown")

@@ -1,0 +1,156 @@
+"""The ``touchpoint`` command: parse, call, print. Errors are one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from gateway import config as configuration
+from gateway import logs
+from gateway.errors import TouchpointError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except TouchpointError as exc:
+        print(f"touchpoint: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", help="configuration file (default: $TOUCHPOINT_CONFIG or config.toml)"
+    )
+    parser = argparse.ArgumentParser(prog="touchpoint", description=__doc__, parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the gateway (HTTP + agents)")
+    serve.set_defaults(run=cmd_serve)
+
+    agent = commands.add_parser("agent", parents=[common], help="run one agent in this process")
+    agent.add_argument("name", help="agent name, e.g. channel-counts")
+    agent.set_defaults(run=cmd_agent)
+
+    check = commands.add_parser("check-config", parents=[common], help="validate a configuration")
+    check.add_argument("file", nargs="?", help="file to check (default: --config)")
+    check.set_defaults(run=cmd_check_config)
+
+    bus = commands.add_parser("bus", parents=[common], help="inspect the event bus")
+    bus_commands = bus.add_subparsers(dest="bus_command", required=True, metavar="COMMAND")
+    stats = bus_commands.add_parser("stats", parents=[common], help="streams and groups as JSON")
+    stats.set_defaults(run=cmd_bus_stats)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> configuration.Config:
+    config = configuration.load(args.config)
+    logs.configure(config.log.level, config.log.format)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    configuration.load(args.file or args.config)
+    print("ok")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.web.app import create_app
+
+    config = _load(args)
+    web.run_app(
+        create_app(config),
+        host=config.http.host,
+        port=config.http.port,
+        shutdown_timeout=config.http.shutdown_timeout,
+        access_log=None,
+        print=lambda _: log.info(
+            "touchpoint on http://%s:%d (data in %s)", config.http.host, config.http.port, config.data_dir
+        ),
+        loop=_new_loop(),
+    )
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    config = _load(args)
+    return _run(_agent(config, args.name))
+
+
+async def _agent(config: configuration.Config, name: str) -> int:
+    from gateway.agents import AgentContext
+    from gateway.agents.pool import AgentPool, build
+    from gateway.bus import Bus
+    from gateway.keys import Keys
+    from gateway.redis import connect, redis_url
+
+    async with redis_url(config) as url:
+        client = connect(url, timeout=config.bus.block + config.redis.timeout)
+        try:
+            bus = Bus(client, Keys(config.redis.prefix), config.bus)
+            pool = AgentPool(build([name], AgentContext(config, client, bus.keys, bus)))
+            pool.start()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            log.info("stopping agent %s", name)
+            await pool.stop(grace=config.http.shutdown_timeout)
+        finally:
+            await client.aclose()
+    return 0
+
+
+def cmd_bus_stats(args: argparse.Namespace) -> int:
+    config = _load(args)
+    stats = _run(_bus_stats(config))
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+async def _bus_stats(config: configuration.Config) -> dict[str, Any]:
+    from gateway.bus import Bus
+    from gateway.keys import Keys
+    from gateway.redis import connect, redis_url
+
+    async with redis_url(config) as url:
+        client = connect(url, timeout=config.redis.timeout)
+        try:
+            return await Bus(client, Keys(config.redis.prefix), config.bus).stats()
+        finally:
+            await client.aclose()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(coro)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

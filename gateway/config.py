@@ -1,0 +1,344 @@
+"""Typed configuration: ``config.toml`` → frozen dataclasses, validated at startup.
+
+Loading order: the TOML file, then ``TOUCHPOINT_<SECTION>__<KEY>`` environment overrides
+(``TOUCHPOINT_HTTP__PORT=8081``, ``TOUCHPOINT_SITES__DEMO__WRITE_KEY=...``), then validation.
+Secrets are written ``{ env = "NAME" }`` and loaded into :class:`Secret`, whose repr is masked.
+Any problem raises :class:`ConfigError` with one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "TOUCHPOINT_"
+DEFAULT_PATH = "config.toml"
+
+
+class Secret:
+    """A value read from the environment (or written inline); never shown in reprs or logs."""
+
+    __slots__ = ("_value", "env")
+
+    def __init__(self, value: str | None, env: str | None = None) -> None:
+        self._value = value
+        self.env = env
+
+    @property
+    def is_set(self) -> bool:
+        return bool(self._value)
+
+    def get(self) -> str:
+        if not self._value:
+            raise ConfigError("environment", self.env or "secret", "is not set")
+        return self._value
+
+    def __repr__(self) -> str:
+        source = f"env {self.env}" if self.env else "inline"
+        return f"Secret({source}, {'set' if self.is_set else 'unset'})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and (self._value, self.env) == (other._value, other.env)
+
+    def __hash__(self) -> int:
+        return hash((self._value, self.env))
+
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    #: Largest accepted request body (bytes); the Segment batch limit is 500 KB.
+    max_body: Positive = 512_000
+    #: Seconds in-flight requests get to finish on shutdown.
+    shutdown_timeout: Seconds = 10.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    #: Where local state lives: the embedded Redis (append-only file), the DuckDB warehouse.
+    dir: str = "var"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    #: ``redis://`` / ``rediss://`` / ``unix://`` URL of a Redis >= 6.2; empty = embedded.
+    url: Secret = field(default_factory=lambda: Secret(""))
+    #: Prefix of every key Touchpoint writes, so several deployments can share one server.
+    prefix: Name = "tp"
+    #: Embedded server only: fsync policy of its append-only file.
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    #: Seconds a command may take before ingest gives up and answers 503.
+    timeout: Seconds = 2.0
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    #: Seconds an entry is kept once every consumer group has acknowledged it.
+    retention: Seconds = 86_400.0
+    #: Deliveries of one entry before it moves to the dead-letter stream.
+    max_deliveries: Positive = 5
+    #: Seconds an entry may sit unacknowledged before another consumer reclaims it.
+    claim_idle: Seconds = 60.0
+    #: Seconds a read blocks waiting for new entries.
+    block: Seconds = 1.0
+    #: Entries one read returns at most.
+    batch: Positive = 200
+    #: Seconds between retention trims.
+    trim_interval: Seconds = 60.0
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    #: Agents ``touchpoint serve`` runs in-process (``touchpoint agent NAME`` runs one alone).
+    run: tuple[Name, ...] = ("channel-counts",)
+
+
+@dataclass(frozen=True)
+class ReadinessConfig:
+    #: ``/readyz`` turns red when an agent's group lags by more entries than this.
+    max_lag: Positive = 100_000
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    engine: Literal["duckdb", "postgres"] = "duckdb"
+    #: PostgreSQL DSN (engine = "postgres"); DuckDB keeps its file under ``data.dir``.
+    dsn: Secret = field(default_factory=lambda: Secret(""))
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    #: Bearer token of the admin API and dashboard; when unset a random one is made per run.
+    token: Secret = field(default_factory=lambda: Secret(None))
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    #: Public key a site's tracker or SDK sends (as HTTP Basic user name).
+    write_key: Annotated[str, msgspec.Meta(min_length=8)]
+
+
+@dataclass(frozen=True)
+class Config:
+    http: HttpConfig = field(default_factory=HttpConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    sites: Mapping[Name, SiteConfig] = field(default_factory=dict)
+    #: The file this was loaded from (for messages); not a setting.
+    source: str = field(default="<defaults>", compare=False)
+
+    @property
+    def data_dir(self) -> Path:
+        """``data.dir``, relative paths taken from the config file's folder."""
+        path = Path(self.data.dir)
+        if not path.is_absolute() and self.source not in ("<defaults>", "<string>"):
+            path = Path(self.source).resolve().parent / path
+        return path
+
+    def site_for_key(self, write_key: str) -> str | None:
+        for name, site in self.sites.items():
+            if site.write_key == write_key:
+                return name
+        return None
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Load, override from the environment and validate; raise ConfigError on any problem."""
+    path = Path(path or os.environ.get("TOUCHPOINT_CONFIG", DEFAULT_PATH))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    return loads(text, source=str(path), env=env)
+
+
+def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from exc
+    _check_keys(data, Config, "", source)
+    _apply_env(data, env, source)
+    _resolve_secrets(data, Config, "", source, env)
+    try:
+        config = msgspec.convert(data, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise _config_error(source, exc) from None
+    return dataclasses.replace(config, source=source)
+
+
+# --- the walk over dataclass fields -------------------------------------------------------------
+
+
+def _fields(cls: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "source"}
+
+
+def _strip(hint: Any) -> Any:
+    """``Annotated[int, Meta]`` → ``int``."""
+    while typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def _mapping_value(hint: Any) -> Any | None:
+    hint = _strip(hint)
+    if typing.get_origin(hint) in (Mapping, dict):
+        return typing.get_args(hint)[1]
+    return None
+
+
+def _check_keys(data: dict[str, Any], cls: Any, prefix: str, source: str) -> None:
+    known = _fields(cls)
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            choices = ", ".join(sorted(known))
+            raise ConfigError(source, dotted, f"unknown setting (expected one of: {choices})")
+        hint = _strip(known[key])
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            _check_keys(value, hint, dotted + ".", source)
+        elif (inner := _mapping_value(hint)) is not None and isinstance(value, dict):
+            inner = _strip(inner)
+            if dataclasses.is_dataclass(inner):
+                for name, item in value.items():
+                    if isinstance(item, dict):
+                        _check_keys(item, inner, f"{dotted}.{name}.", source)
+
+
+def _validate(value: Any, hint: Any, key: str, source: str) -> None:
+    """Validate one item of a table of tables, so an error names the item (``sites.demo``)."""
+    try:
+        msgspec.convert(value, hint, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        error = _config_error(source, exc)
+        inner = error.key if error.key != "(top level)" else ""
+        raise ConfigError(source, f"{key}.{inner}".rstrip("."), error.reason) from None
+
+
+def _resolve_secrets(
+    data: dict[str, Any], cls: Any, prefix: str, source: str, env: Mapping[str, str]
+) -> None:
+    for key, hint in _fields(cls).items():
+        if key not in data:
+            continue
+        value, hint = data[key], _strip(hint)
+        dotted = f"{prefix}{key}"
+        if hint is Secret:
+            data[key] = _secret(value, dotted, source, env)
+        elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            _resolve_secrets(value, hint, dotted + ".", source, env)
+        elif (inner := _mapping_value(hint)) is not None and isinstance(value, dict):
+            inner = _strip(inner)
+            if dataclasses.is_dataclass(inner):
+                for name, item in value.items():
+                    if isinstance(item, dict):
+                        _resolve_secrets(item, inner, f"{dotted}.{name}.", source, env)
+                    _validate(item, inner, f"{dotted}.{name}", source)
+
+
+def _secret(value: Any, key: str, source: str, env: Mapping[str, str]) -> Secret:
+    if isinstance(value, Secret | str):
+        return value if isinstance(value, Secret) else Secret(value)
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return Secret(env.get(value["env"]), env=value["env"])
+    raise ConfigError(source, key, 'expected a string or { env = "NAME" }')
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret and isinstance(obj, Secret):
+        return obj
+    raise NotImplementedError
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> None:
+    """Apply ``TOUCHPOINT_A__B__C=value``: each ``__`` descends one table."""
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        where = f"{source} (environment {name})"
+        hint = _hint_for(parts, where)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(where, ".".join(parts), "is not a table")
+            node = child
+        node[parts[-1]] = _coerce(raw, hint, ".".join(parts), where)
+
+
+def _hint_for(parts: list[str], where: str) -> Any:
+    hint: Any = Config
+    for i, part in enumerate(parts):
+        dotted = ".".join(parts[: i + 1])
+        if dataclasses.is_dataclass(hint):
+            fields = _fields(hint)
+            if part not in fields:
+                raise ConfigError(where, dotted, "unknown setting")
+            hint = _strip(fields[part])
+        elif (inner := _mapping_value(hint)) is not None:
+            hint = _strip(inner)
+        else:
+            raise ConfigError(where, dotted, "unknown setting")
+    return hint
+
+
+def _coerce(raw: str, hint: Any, key: str, where: str) -> Any:
+    if hint is Secret:
+        return Secret(raw)
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if origin in (typing.Union, types.UnionType) or dataclasses.is_dataclass(hint):
+        raise ConfigError(where, key, "cannot be set from the environment")
+    if hint is str or origin is Literal:
+        return raw
+    try:
+        return msgspec.convert(raw, hint, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(where, key, str(exc).split(" - at ")[0].replace("`", "")) from None
+
+
+def _config_error(source: str, exc: msgspec.ValidationError) -> ConfigError:
+    message = str(exc)
+    reason, _, at = message.partition(" - at ")
+    key = at.strip("`").removeprefix("$").removeprefix(".")
+    if reason.startswith("Object missing required field"):
+        missing = reason.split("`")[1]
+        key, reason = (f"{key}.{missing}" if key else missing), "is required"
+    return ConfigError(source, key or "(top level)", reason.replace("`", ""))

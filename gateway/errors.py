@@ -1,0 +1,65 @@
+"""Every exception Touchpoint raises on purpose.
+
+    TouchpointError
+    ├── ConfigError            bad or missing setting; one line naming the file and the key
+    ├── EventError             an inbound event that fails validation; names the field
+    │   └── TooLarge           a body, batch or event over its size limit
+    ├── BusError
+    │   └── BusUnavailable     Redis cannot be reached or did not answer in time (transient)
+    └── EmbeddedRedisError     the private redis-server could not be found or started
+
+Library errors are translated at the edge with ``raise ... from exc`` so callers only ever
+catch these.
+"""
+
+from __future__ import annotations
+
+
+class TouchpointError(Exception):
+    """Base of every error Touchpoint raises on purpose."""
+
+
+class ConfigError(TouchpointError):
+    """A setting is unknown, missing, of the wrong type or out of range."""
+
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {reason}")
+
+
+class EventError(TouchpointError):
+    """An inbound event is invalid; ``field`` is a dotted path such as ``properties.price``."""
+
+    status = 400
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+    def as_json(self) -> dict[str, str]:
+        body = {"error": self.reason}
+        if self.field:
+            body["field"] = self.field
+        return body
+
+
+class TooLarge(EventError):
+    """A request body, a batch or one event exceeds its limit."""
+
+    status = 413
+
+
+class BusError(TouchpointError):
+    """Something went wrong talking to the event bus."""
+
+
+class BusUnavailable(BusError):
+    """Redis is unreachable or too slow; the caller may retry later (HTTP 503)."""
+
+
+class EmbeddedRedisError(TouchpointError):
+    """The embedded redis-server could not be found or did not start."""

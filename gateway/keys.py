@@ -1,0 +1,45 @@
+"""Every Redis key, stream and consumer-group name Touchpoint uses, in one place.
+
+Keys carry the configured prefix and a Cluster hash tag: a stream and everything that must be
+touched with it in one MULTI (its dead-letter stream) share a tag, so they land in one slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The stream every channel publishes captured contacts to.
+EVENTS = "events"
+#: Streams that exist; `touchpoint bus stats` reports each of them.
+STREAMS = (EVENTS,)
+
+#: Field of a stream entry holding its msgpack-packed list of events.
+ENTRY_FIELD = b"e"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "tp"
+
+    def stream(self, name: str) -> str:
+        return f"{self.prefix}:{{{name}}}:stream"
+
+    def dead_letter(self, name: str) -> str:
+        """Entries that failed ``bus.max_deliveries`` times; same slot as their stream."""
+        return f"{self.prefix}:{{{name}}}:dead"
+
+    def stream_name(self, key: str) -> str:
+        """Inverse of :meth:`stream`."""
+        return key.split("{", 1)[1].split("}", 1)[0]
+
+    def streams_pattern(self) -> str:
+        return f"{self.prefix}:{{*}}:stream"
+
+    # --- the built-in channel-counts agent -------------------------------------------------------
+
+    def channel_counts(self) -> str:
+        return f"{self.prefix}:{{counts}}:channels"
+
+    def channel_counts_seen(self, day: str) -> str:
+        """Event ids already counted on ``day`` (UTC date), for idempotent replays."""
+        return f"{self.prefix}:{{counts}}:seen:{day}"

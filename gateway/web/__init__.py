@@ -1,0 +1,1 @@
+"""The HTTP side: the app factory, ingest, health and metrics, the admin API."""
