@@ -22,6 +22,7 @@ T = TypeVar("T")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.config = getattr(args, "config", None)
     try:
         return int(args.run(args) or 0)
     except TouchpointError as exc:
@@ -34,7 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", metavar="FILE", help="configuration file (default: $TOUCHPOINT_CONFIG or config.toml)"
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,  # so `--config` works before and after the command
+        help="configuration file (default: $TOUCHPOINT_CONFIG or config.toml)",
     )
     parser = argparse.ArgumentParser(prog="touchpoint", description=__doc__, parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,7 +86,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutdown_timeout=config.http.shutdown_timeout,
         access_log=None,
         print=lambda _: log.info(
-            "touchpoint on http://%s:%d (data in %s)", config.http.host, config.http.port, config.data_dir
+            "touchpoint on http://%s:%d (data in %s)",
+            config.http.host,
+            config.http.port,
+            config.data_dir,
         ),
         loop=_new_loop(),
     )

@@ -306,27 +306,30 @@ def _hint_for(parts: list[str], where: str) -> Any:
     hint: Any = Config
     for i, part in enumerate(parts):
         dotted = ".".join(parts[: i + 1])
-        if dataclasses.is_dataclass(hint):
-            fields = _fields(hint)
+        base = _strip(hint)
+        if dataclasses.is_dataclass(base):
+            fields = _fields(base)
             if part not in fields:
                 raise ConfigError(where, dotted, "unknown setting")
-            hint = _strip(fields[part])
-        elif (inner := _mapping_value(hint)) is not None:
-            hint = _strip(inner)
+            hint = fields[part]
+        elif (inner := _mapping_value(base)) is not None:
+            hint = inner
         else:
             raise ConfigError(where, dotted, "unknown setting")
     return hint
 
 
 def _coerce(raw: str, hint: Any, key: str, where: str) -> Any:
-    if hint is Secret:
+    """An environment string → the setting's type (validated again with the rest)."""
+    base = _strip(hint)
+    if base is Secret:
         return Secret(raw)
-    origin = typing.get_origin(hint)
+    origin = typing.get_origin(base)
     if origin in (tuple, list):
         return [item.strip() for item in raw.split(",") if item.strip()]
-    if origin in (typing.Union, types.UnionType) or dataclasses.is_dataclass(hint):
+    if origin in (typing.Union, types.UnionType) or dataclasses.is_dataclass(base):
         raise ConfigError(where, key, "cannot be set from the environment")
-    if hint is str or origin is Literal:
+    if base is str or origin is Literal:
         return raw
     try:
         return msgspec.convert(raw, hint, strict=False)

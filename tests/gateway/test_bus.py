@@ -1,0 +1,134 @@
+"""The bus on a real Redis: the service one and an embedded one (each test runs on both)."""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+
+from gateway import keys as K
+from gateway.bus import Bus, Publisher
+from tests.helpers import event
+
+STREAM = K.EVENTS
+
+
+async def test_publish_consume_ack_round_trip(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "g")
+    sent = [event(1), event(2, channel="pos")]
+    entry_id = await bus.publish(STREAM, sent)
+    (entry,) = await bus.read(STREAM, "g", "c1", count=10, block=1)
+    assert entry.id == entry_id
+    assert entry.events == sent
+    assert entry.deliveries == 1
+    stats = (await bus.stats())["streams"][STREAM]
+    assert stats["length"] == 1
+    assert stats["groups"]["g"]["pending"] == 1
+    await bus.ack(STREAM, "g", [entry.id])
+    stats = (await bus.stats())["streams"][STREAM]
+    assert stats["groups"]["g"] == {
+        "pending": 0,
+        "lag": 0,
+        "consumers": 1,
+        "last_delivered_id": entry_id,
+    }
+    assert await bus.read(STREAM, "g", "c1", count=10, block=0.01) == []
+
+
+async def test_publish_many_keeps_order_within_the_stream(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "g")
+    batches = [[event(i)] for i in range(250)]
+    ids = await bus.publish_many(STREAM, batches)
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    got: list[str] = []
+    while entries := await bus.read(STREAM, "g", "c", count=100, block=0.01):
+        got.extend(e.events[0].event_id for e in entries)
+    assert got == [f"e{i}" for i in range(250)]
+
+
+async def test_lag_counts_undelivered_entries(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "g")
+    await bus.publish_many(STREAM, [[event(i)] for i in range(7)])
+    await bus.read(STREAM, "g", "c", count=3, block=0.01)
+    group = (await bus.stats())["streams"][STREAM]["groups"]["g"]
+    assert (group["pending"], group["lag"]) == (3, 4)
+
+
+async def test_stale_entries_are_reclaimed_by_another_member(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "g")
+    await bus.publish_many(STREAM, [[event(i)] for i in range(5)])
+    taken = await bus.read(STREAM, "g", "crashed", count=5, block=0.01)
+    assert len(taken) == 5  # ... and "crashed" never acks
+    claimed = await bus.claim_stale(STREAM, "g", "survivor", min_idle=0.0, count=100)
+    assert [e.id for e in claimed.retry] == [e.id for e in taken]
+    assert all(e.deliveries == 2 for e in claimed.retry)
+    assert claimed.dead == []
+    await bus.ack(STREAM, "g", [e.id for e in claimed.retry])
+    assert (await bus.stats())["streams"][STREAM]["groups"]["g"]["pending"] == 0
+
+
+async def test_entries_move_to_dead_letter_after_max_deliveries(
+    bus: Bus, client: aioredis.Redis
+) -> None:
+    await bus.ensure_group(STREAM, "g")
+    entry_id = await bus.publish(STREAM, [event(1)])
+    await bus.read(STREAM, "g", "c", count=1, block=0.01)  # delivery 1
+    for delivery in (2, 3):
+        claimed = await bus.claim_stale(STREAM, "g", "c", min_idle=0.0, count=10)
+        assert [e.deliveries for e in claimed.retry] == [delivery]
+    claimed = await bus.claim_stale(STREAM, "g", "c", min_idle=0.0, count=10)
+    assert claimed.retry == [] and [e.deliveries for e in claimed.dead] == [4]
+    await bus.dead_letter(STREAM, "g", claimed.dead, "boom")
+    ((_, fields),) = await client.xrange(bus.keys.dead_letter(STREAM))
+    assert fields[b"id"].decode() == entry_id
+    assert fields[b"reason"] == b"boom"
+    assert fields[b"group"] == b"g"
+    stats = (await bus.stats())["streams"][STREAM]
+    assert stats["groups"]["g"]["pending"] == 0
+    assert stats["dead_letter"] == 1
+
+
+async def test_trim_never_removes_what_a_group_has_not_acked(
+    bus: Bus, client: aioredis.Redis
+) -> None:
+    key = bus.keys.stream(STREAM)
+    old_ms = int((time.time() - 10 * 86_400) * 1000)  # ten days old: past any retention
+    for i in range(10):
+        await client.xadd(key, {K.ENTRY_FIELD: b"\x90"}, id=f"{old_ms + i}-0")
+    await bus.ensure_group(STREAM, "fast")
+    await bus.ensure_group(STREAM, "slow")
+    fast = await bus.read(STREAM, "fast", "c", count=10, block=0.01)
+    await bus.ack(STREAM, "fast", [e.id for e in fast])
+    slow = await bus.read(STREAM, "slow", "c", count=6, block=0.01)
+    await bus.ack(STREAM, "slow", [e.id for e in slow[:2]] + [slow[4].id])  # 2 and 3 pending
+    assert await bus.trim(STREAM) == 2  # only the first two: the third is pending for "slow"
+    remaining = [e[0].decode() for e in await client.xrange(key)]
+    assert remaining == [f"{old_ms + i}-0" for i in range(2, 10)]
+    await bus.ack(STREAM, "slow", [slow[2].id, slow[3].id, slow[5].id])
+    assert await bus.trim(STREAM) == 4  # up to what "slow" has not been delivered yet
+    rest = await bus.read(STREAM, "slow", "c", count=10, block=0.01)
+    assert [e.id for e in rest] == [f"{old_ms + i}-0" for i in range(6, 10)]
+
+
+async def test_trim_keeps_entries_within_retention(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "g")
+    await bus.publish_many(STREAM, [[event(i)] for i in range(3)])
+    entries = await bus.read(STREAM, "g", "c", count=10, block=0.01)
+    await bus.ack(STREAM, "g", [e.id for e in entries])
+    assert await bus.trim(STREAM) == 0  # acked, but younger than bus.retention
+
+
+async def test_publisher_gathers_concurrent_publishes_into_one_pipeline(bus: Bus) -> None:
+    import asyncio
+
+    await bus.ensure_group(STREAM, "g")
+    publisher = Publisher(bus, timeout=5.0)
+    publisher.start()
+    ids = await asyncio.gather(*(publisher.publish(STREAM, [event(i)]) for i in range(300)))
+    await publisher.close()
+    assert len(set(ids)) == 300
+    assert publisher.published_events == 300
+    got = set()
+    while entries := await bus.read(STREAM, "g", "c", count=500, block=0.01):
+        got.update(e.events[0].event_id for e in entries)
+    assert got == {f"e{i}" for i in range(300)}

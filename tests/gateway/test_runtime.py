@@ -1,0 +1,134 @@
+"""The agent runtime on a real Redis: ack after the handler, retries, dead letters, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from gateway import keys as K
+from gateway.agents import counts
+from gateway.agents.runtime import Agent, Backoff
+from gateway.bus import Bus, Entry
+from gateway.errors import BusUnavailable
+from tests.conftest import ROOT
+from tests.helpers import event, eventually
+
+FAST = Backoff(base=0.001, cap=0.01)
+
+
+async def run_until(agent: Agent, condition: object) -> None:
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(condition)
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_acks_only_after_the_handler_returned(bus: Bus) -> None:
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(20)])
+    seen: list[str] = []
+    pending_during_handler: list[int] = []
+
+    async def handler(entries: Sequence[Entry]) -> None:
+        stats = await bus.stats()
+        pending_during_handler.append(stats["streams"][K.EVENTS]["groups"]["g"]["pending"])
+        seen.extend(e.events[0].event_id for e in entries)
+
+    agent = Agent("g", handler, bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(agent, lambda: len(seen) == 20)
+    assert pending_during_handler[0] > 0
+    assert (await bus.stats())["streams"][K.EVENTS]["groups"]["g"]["pending"] == 0
+    assert agent.stats.acked == 20
+
+
+async def test_a_poison_entry_is_dead_lettered_and_the_others_go_through(bus: Bus) -> None:
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(10)])
+    done: set[str] = set()
+
+    async def handler(entries: Sequence[Entry]) -> None:
+        if any(e.events[0].event_id == "e4" for e in entries):
+            raise ValueError("cannot handle e4")
+        done.update(e.events[0].event_id for e in entries)
+
+    agent = Agent("g", handler, bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(agent, lambda: agent.stats.dead_lettered == 1)
+    assert done == {f"e{i}" for i in range(10)} - {"e4"}
+    stream = (await bus.stats())["streams"][K.EVENTS]
+    assert stream["dead_letter"] == 1
+    assert stream["groups"]["g"]["pending"] == 0
+    assert "cannot handle e4" in agent.stats.last_error
+
+
+async def test_transient_handler_errors_retry_without_dead_lettering(bus: Bus) -> None:
+    await bus.publish(K.EVENTS, [event(1)])
+    calls = 0
+
+    async def flaky(entries: Sequence[Entry]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 6:  # more failures than bus.max_deliveries (3 here)
+            raise BusUnavailable("warehouse away")
+
+    agent = Agent("g", flaky, bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(agent, lambda: agent.stats.acked == 1)
+    assert calls == 7
+    assert agent.stats.dead_lettered == 0
+
+
+async def test_stop_lets_the_batch_in_hand_finish(bus: Bus) -> None:
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(5)])
+    entered, release = asyncio.Event(), asyncio.Event()
+    handled: list[int] = []
+
+    async def slow(entries: Sequence[Entry]) -> None:
+        entered.set()
+        await release.wait()
+        handled.append(len(entries))
+
+    agent = Agent("g", slow, bus, stream=K.EVENTS, backoff=FAST)
+    task = asyncio.create_task(agent.run())
+    await asyncio.wait_for(entered.wait(), 10)
+    agent.stop()
+    release.set()
+    await asyncio.wait_for(task, 10)
+    assert handled == [5]
+    assert (await bus.stats())["streams"][K.EVENTS]["groups"]["g"]["pending"] == 0
+
+
+async def test_sigkilled_consumer_mid_batch_everything_counted_exactly_once(
+    bus: Bus, client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    channels = ["web", "pos", "email", "kiosk"]
+    sent = [event(i, channel=channels[i % 4]) for i in range(1000)]
+    await bus.ensure_group(K.EVENTS, "channel-counts")
+    await bus.publish_many(K.EVENTS, [sent[i : i + 10] for i in range(0, 1000, 10)])
+
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.gateway.crashing_consumer", redis_url, prefix,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        await eventually(lambda: client.exists(f"{prefix}:crash-marker"))
+        partial = await counts.read(client, bus.keys)
+        assert 0 < sum(partial.values()) < 1000  # it died having counted part of its batch
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        await doomed.wait()
+
+    survivor = Agent(
+        "channel-counts", counts.handler(client, bus.keys), bus, stream=K.EVENTS, backoff=FAST
+    )
+
+    async def all_acked() -> bool:
+        group = (await bus.stats())["streams"][K.EVENTS]["groups"]["channel-counts"]
+        return group["pending"] == 0 and group["lag"] == 0
+
+    await run_until(survivor, all_acked)
+    assert survivor.stats.reclaimed > 0  # the dead member's batch was taken over...
+    assert await counts.read(client, bus.keys) == {c: 250 for c in channels}  # ...once each

@@ -1,0 +1,100 @@
+"""Small helpers shared by tests: polling a condition, building events, a cuttable TCP proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.events import Event
+
+
+async def eventually(check: Callable[[], Any], within: float = 20.0, every: float = 0.02) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy; fail after ``within`` s.
+
+    This waits for a condition, it does not guess a duration.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(every)
+
+
+def event(i: int, channel: str = "web", **fields: Any) -> Event:
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "event_id": f"e{i}",
+        "type": "track",
+        "name": "Product Viewed",
+        "channel": channel,
+        "site": "demo",
+        "timestamp": now,
+        "received_at": now,
+        "anonymous_id": f"a{i % 7}",
+        "properties": {"sku": f"SKU-{i % 13}", "price": 9.5},
+    }
+    values.update(fields)
+    return Event(**values)
+
+
+class Proxy:
+    """A TCP proxy to a real server that a test can cut and restore (a network outage)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        pipes = [
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ]
+        self._pipes.update(pipes)
+        for task in pipes:
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
