@@ -15,7 +15,11 @@ Targets: the embedded Redis (``gateway.redis.EmbeddedRedis`` in a temp dir, appe
 "everysec", unix socket) and the service Redis at ``TOUCHPOINT_TEST_REDIS_URL`` (default
 ``redis://127.0.0.1:6379/0``; skipped with a note when it does not answer). Keys live under a
 random ``bench-<hex>`` prefix and are deleted after each measurement. Events are built once up
-front (a pool of distinct events, reused in turn), so building them is not measured.
+front (a pool of distinct events, reused in turn), so building them is not measured. Each
+publish measurement checks the stream length afterwards (not timed).
+
+It prints a markdown table (events/s; progress goes to stderr), the Redis versions, the issue
+targets and the command that reproduces the run.
 
 Run from the project root::
 
@@ -39,11 +43,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.bus import Bus, Publisher
+from gateway.cli import new_loop, tune_gc
 from gateway.config import BusConfig, RedisConfig
 from gateway.events import Event, pack
 from gateway.keys import Keys
@@ -64,10 +70,18 @@ TARGET_PIPELINED = 150_000
 TARGET_CONSUME = 50_000
 
 
+SizeKind = Literal["single", "bulk"]
+
+
 @dataclass(frozen=True)
 class Sizes:
+    """Events per measurement: ``single`` for the one-by-one publish, ``bulk`` for the rest."""
+
     single: int
     bulk: int
+
+    def of(self, kind: SizeKind) -> int:
+        return self.single if kind == "single" else self.bulk
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,7 @@ Bench = Callable[[Bus, str, Sequence[Event]], Awaitable[Run]]
 class Scenario:
     label: str
     bench: Bench
-    #: Which of :class:`Sizes` sets the number of events.
-    size: str
+    size: SizeKind
 
 
 @dataclass(frozen=True)
@@ -154,11 +167,20 @@ def chunks(events: Sequence[Event], size: int) -> list[Sequence[Event]]:
 # --- the measurements ------------------------------------------------------------------------
 
 
+async def check_length(bus: Bus, stream: str, entries: int) -> None:
+    """Fail loudly when the stream does not hold what was published (not timed)."""
+    length = await bus.client.xlen(bus.keys.stream(stream))
+    if length != entries:
+        raise RuntimeError(f"{stream}: {length} entries in Redis, {entries} published")
+
+
 async def bench_single(bus: Bus, stream: str, events: Sequence[Event]) -> Run:
     start = time.perf_counter()
     for event in events:
         await bus.publish(stream, [event])
-    return Run(len(events), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    await check_length(bus, stream, len(events))
+    return Run(len(events), seconds)
 
 
 async def bench_pipelined(bus: Bus, stream: str, events: Sequence[Event]) -> Run:
@@ -166,7 +188,9 @@ async def bench_pipelined(bus: Bus, stream: str, events: Sequence[Event]) -> Run
     start = time.perf_counter()
     for chunk in batches:
         await bus.publish_many(stream, [[event] for event in chunk])
-    return Run(len(events), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    await check_length(bus, stream, len(events))
+    return Run(len(events), seconds)
 
 
 async def bench_packed(bus: Bus, stream: str, events: Sequence[Event]) -> Run:
@@ -174,7 +198,9 @@ async def bench_packed(bus: Bus, stream: str, events: Sequence[Event]) -> Run:
     start = time.perf_counter()
     for chunk in batches:
         await bus.publish(stream, chunk)
-    return Run(len(events), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    await check_length(bus, stream, len(batches))
+    return Run(len(events), seconds)
 
 
 async def bench_publisher(bus: Bus, stream: str, events: Sequence[Event]) -> Run:
@@ -194,6 +220,7 @@ async def bench_publisher(bus: Bus, stream: str, events: Sequence[Event]) -> Run
         seconds = time.perf_counter() - start
     finally:
         await publisher.close()
+    await check_length(bus, stream, len(events))
     return Run(publisher.published_events, seconds)
 
 
@@ -207,8 +234,8 @@ async def bench_consume_packed(bus: Bus, stream: str, events: Sequence[Event]) -
 
 async def consume(bus: Bus, stream: str, values: Sequence[bytes]) -> Run:
     """Seed ``values`` as entries (not timed), then read and ack them all with one consumer."""
-    for start in range(0, len(values), SEED_PIPELINE):
-        await bus.add_packed([(stream, v) for v in values[start : start + SEED_PIPELINE]])
+    for first in range(0, len(values), SEED_PIPELINE):
+        await bus.add_packed([(stream, v) for v in values[first : first + SEED_PIPELINE]])
     await bus.ensure_group(stream, GROUP)
     entries = events = 0
     start = time.perf_counter()
@@ -270,7 +297,7 @@ async def measure(name: str, url: str, events: Sequence[Event], sizes: Sizes) ->
     try:
         version = await server_version(client)
         for number, scenario in enumerate(SCENARIOS, 1):
-            count = getattr(sizes, scenario.size)
+            count = sizes.of(scenario.size)
             try:
                 run = await scenario.bench(bus, f"s{number}", events[:count])
             finally:
@@ -318,7 +345,7 @@ def table(columns: Sequence[Column], sizes: Sizes) -> str:
     header = ["measurement (events/s)", *(c.name for c in columns)]
     rows = [header, ["---", *("---:" for _ in columns)]]
     for index, scenario in enumerate(SCENARIOS):
-        label = f"{scenario.label}, {getattr(sizes, scenario.size):,} events"
+        label = f"{scenario.label}, {sizes.of(scenario.size):,} events"
         rows.append([label, *(cell(c, index) for c in columns)])
     rows.append(["Redis version", *(c.version or "n/a" for c in columns)])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
@@ -365,18 +392,10 @@ def parse_sizes(argv: Sequence[str] | None = None) -> Sizes:
     return Sizes(SINGLE_EVENTS // divisor, args.events or BULK_EVENTS // divisor)
 
 
-def new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 def main() -> int:
     sizes = parse_sizes()
     service_url = os.environ.get(SERVICE_URL_ENV, DEFAULT_SERVICE_URL)
+    tune_gc()  # as `touchpoint serve` and `touchpoint agent` do
     with asyncio.Runner(loop_factory=new_loop) as runner:
         columns = runner.run(run_all(sizes, service_url))
         loop = type(runner.get_loop()).__module__.split(".")[0]

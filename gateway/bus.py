@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -93,14 +94,34 @@ class Bus:
         return await self.add_packed([(stream, pack(events)) for events in batches])
 
     async def add_packed(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
-        """Pipelined XADD of already packed entries ``(stream, value)``, in order."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for stream, value in items:
-                pipe.xadd(self.keys.stream(stream), {K.ENTRY_FIELD: value})
-            try:
-                ids = await pipe.execute()
-            except (RedisError, OSError) as exc:
+        """Pipelined XADD of already packed entries ``(stream, value)``, in order.
+
+        The commands are packed by hiredis (C) and sent in one write on one pooled connection;
+        redis-py's asyncio pipeline packs in Python and costs ~2x per command.
+        """
+        if not items:
+            return []
+        blob = b"".join(
+            [
+                hiredis.pack_command(_xadd(self.keys.stream(stream), value))
+                for stream, value in items
+            ]
+        )
+        pool = self.client.connection_pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"publish: {exc}") from exc
+        try:
+            await conn.send_packed_command(blob, check_health=False)
+            ids = [await conn.read_response() for _ in items]
+        except BaseException as exc:
+            await conn.disconnect()  # replies half read: the connection is out of step
+            if isinstance(exc, RedisError | OSError):
                 raise BusUnavailable(f"publish: {exc}") from exc
+            raise
+        finally:
+            await pool.release(conn)
         return [_id(i) for i in ids]
 
     # --- consuming ---------------------------------------------------------------------------
@@ -284,6 +305,10 @@ class Bus:
         after = "(" + _id(group["last-delivered-id"])
         rows: Any = await self.client.xrange(key, min=after, max="+", count=LAG_COUNT_CAP)
         return len(rows)
+
+
+def _xadd(key: str, value: bytes) -> tuple[Any, ...]:
+    return (b"XADD", key, b"*", K.ENTRY_FIELD, value)
 
 
 def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:

@@ -1,0 +1,88 @@
+"""The CLI against a real Redis: `bus stats` and `agent NAME` as its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import cli
+from gateway import keys as K
+from gateway.agents import counts
+from gateway.bus import Bus
+from gateway.config import Config
+from gateway.keys import Keys
+from tests.conftest import ROOT
+from tests.helpers import event, eventually
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config], service_redis_url: str, prefix: str) -> Config:
+    return make_config(service_redis_url, prefix, "[bus]\nblock = 0.1")
+
+
+async def test_bus_stats_prints_streams_and_groups_as_json(
+    config: Config, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = aioredis.Redis.from_url(config.redis.url.get())
+    bus = Bus(client, Keys(prefix), config.bus)
+    await bus.ensure_group(K.EVENTS, "channel-counts")
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(4)])
+    await bus.read(K.EVENTS, "channel-counts", "c", count=1, block=0.01)
+    await client.aclose()
+
+    assert await asyncio.to_thread(cli.main, ["bus", "stats", "--config", config.source]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    events = stats["streams"]["events"]
+    assert events["length"] == 4
+    assert events["groups"]["channel-counts"]["pending"] == 1
+    assert events["groups"]["channel-counts"]["lag"] == 3
+
+
+async def test_agent_runs_as_its_own_process_and_stops_on_sigterm(
+    config: Config, prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(config.redis.url.get())
+    bus = Bus(client, Keys(prefix), config.bus)
+    await bus.publish_many(K.EVENTS, [[event(i, channel="pos")] for i in range(40)])
+    command = [sys.executable, "-m", "gateway.cli", "agent", "channel-counts"]
+    procs = [  # two members of one group: scale-out
+        await asyncio.create_subprocess_exec(
+            *command, "--config", config.source, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL
+        )
+        for _ in range(2)
+    ]
+    try:
+        await eventually(lambda: _counted(client, bus.keys, {"pos": 40}))
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(p.wait(), 15) for p in procs]
+        await client.aclose()
+    assert codes == [0, 0]
+
+
+async def _counted(client: aioredis.Redis, keys: Keys, expected: dict[str, int]) -> bool:
+    return await counts.read(client, keys) == expected
+
+
+def test_unknown_agent_is_a_one_line_error(
+    config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["agent", "nope", "--config", config.source]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"touchpoint: error: {config.source}: agents.run: no agent 'nope'")
+    assert err.count("\n") == 1
+
+
+def test_every_command_takes_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.toml"
+    for command in (["serve"], ["agent", "channel-counts"], ["bus", "stats"], ["check-config"]):
+        assert cli.main([*command, "--config", str(missing)]) == 2
+        assert f"{missing}: cannot read" in capsys.readouterr().err
