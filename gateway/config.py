@@ -140,6 +140,31 @@ class AdminConfig:
 class SiteConfig:
     #: Public key a site's tracker or SDK sends (as HTTP Basic user name).
     write_key: Annotated[str, msgspec.Meta(min_length=8)]
+    #: Origins whose pages may send events (CORS); ``"*"`` allows any. Server-side SDKs send
+    #: no Origin and are not concerned.
+    allowed_origins: tuple[str, ...] = ()
+    #: Honour Do-Not-Track and Global Privacy Control: no identifiers, no cookies.
+    honor_dnt: bool = True
+    #: Zero the last IPv4 octet / last 80 bits of IPv6 before an address is stored.
+    anonymize_ip: bool = True
+    #: Domain of the tracker's first-party cookie (empty: the page's host).
+    cookie_domain: str = ""
+    #: Lifetime of the tracker's anonymous-id cookie, in days.
+    cookie_days: Positive = 365
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    #: Seconds a client ``messageId`` is remembered to drop duplicates at ingest (0: off).
+    #: Later replays are absorbed by the idempotent sinks.
+    dedup_window: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    #: Parsed user agents kept in the LRU cache.
+    ua_cache: Positive = 10_000
+    #: Take the client address from X-Forwarded-For (only behind a proxy you trust).
+    trust_forwarded: bool = False
+    #: Salt of the anonymous ids the log importer derives from IP + user agent; when unset a
+    #: random one is made once and kept under ``data.dir``.
+    visitor_salt: Secret = field(default_factory=lambda: Secret(None))
 
 
 @dataclass(frozen=True)
@@ -153,6 +178,7 @@ class Config:
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     sites: Mapping[Name, SiteConfig] = field(default_factory=dict)
     #: The file this was loaded from (for messages); not a setting.
     source: str = field(default="<defaults>", compare=False)
