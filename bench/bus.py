@@ -48,11 +48,12 @@ from typing import Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.bus import Bus, Publisher
+from gateway.bus import Bus
 from gateway.cli import new_loop, tune_gc
 from gateway.config import BusConfig, RedisConfig
 from gateway.events import Event, pack
 from gateway.keys import Keys
+from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis, connect, find_binary
 
 SERVICE_URL_ENV = "TOUCHPOINT_TEST_REDIS_URL"

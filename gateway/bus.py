@@ -6,14 +6,10 @@ replay. Consumers are members of consumer groups, ack explicitly after their sid
 durable, and reclaim entries a crashed member left pending (``XAUTOCLAIM``). An entry delivered
 ``bus.max_deliveries`` times moves to the stream's dead-letter stream. Retention trimming
 (``XTRIM MINID``) never passes an entry some group has not acknowledged.
-
-:class:`Publisher` is the write path of the HTTP ingest: concurrent requests are gathered into
-one pipeline (group commit), and a request is answered only once its entry is in Redis.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -94,35 +90,36 @@ class Bus:
         return await self.add_packed([(stream, pack(events)) for events in batches])
 
     async def add_packed(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
-        """Pipelined XADD of already packed entries ``(stream, value)``, in order.
+        """Pipelined XADD of already packed entries ``(stream, value)``, in order."""
+        replies = await self.execute([_xadd(self.keys.stream(s), value) for s, value in items])
+        return [_id(i) for i in replies]
+
+    async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` as one pipeline and return their replies, in order.
 
         The commands are packed by hiredis (C) and sent in one write on one pooled connection;
-        redis-py's asyncio pipeline packs in Python and costs ~2x per command.
+        redis-py's asyncio pipeline packs in Python and costs ~2x per command. An error reply
+        fails the whole call (BusUnavailable), as a Redis that refuses writes is not usable.
         """
-        if not items:
+        if not commands:
             return []
-        blob = b"".join(
-            [
-                hiredis.pack_command(_xadd(self.keys.stream(stream), value))
-                for stream, value in items
-            ]
-        )
+        blob = b"".join([hiredis.pack_command(command) for command in commands])
         pool = self.client.connection_pool
         try:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"publish: {exc}") from exc
+            raise BusUnavailable(f"Redis: {exc}") from exc
         try:
             await conn.send_packed_command(blob, check_health=False)
-            ids = [await conn.read_response() for _ in items]
+            replies = [await conn.read_response() for _ in commands]
         except BaseException as exc:
             await conn.disconnect()  # replies half read: the connection is out of step
             if isinstance(exc, RedisError | OSError):
-                raise BusUnavailable(f"publish: {exc}") from exc
+                raise BusUnavailable(f"Redis: {exc}") from exc
             raise
         finally:
             await pool.release(conn)
-        return [_id(i) for i in ids]
+        return replies
 
     # --- consuming ---------------------------------------------------------------------------
 
@@ -319,74 +316,3 @@ def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
         log.error("bus entry %s does not hold packed events", _id(entry_id))
         return Entry(_id(entry_id), [], raw=b"")
     return Entry(_id(entry_id), events, raw=raw)
-
-
-class Publisher:
-    """Group commit: gathers concurrent publishes into one pipeline; bounded in time and size."""
-
-    def __init__(self, bus: Bus, *, timeout: float, max_pending: int = 10_000) -> None:
-        self.bus = bus
-        self.timeout = timeout
-        self.max_pending = max_pending
-        self.published_entries = 0
-        self.published_events = 0
-        self.failures = 0
-        self._pending: list[tuple[str, bytes, int, asyncio.Future[str]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_forever(), name="publisher")
-
-    async def publish(self, stream: str, events: Sequence[Event]) -> str:
-        """Return once ``events`` are one entry in Redis; BusUnavailable otherwise."""
-        if self._closing:
-            raise BusUnavailable("shutting down")
-        if len(self._pending) >= self.max_pending:
-            raise BusUnavailable("too many publishes waiting for Redis")
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((stream, pack(events), len(events), future))
-        self._wake.set()
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await future
-        except TimeoutError:
-            raise BusUnavailable(f"Redis did not confirm within {self.timeout:g} s") from None
-
-    async def _flush_forever(self) -> None:
-        while not (self._closing and not self._pending):
-            await self._wake.wait()
-            self._wake.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        batch = [item for item in batch if not item[3].done()]  # timed out: not acknowledged
-        if not batch:
-            return
-        try:
-            ids = await self.bus.add_packed([(stream, value) for stream, value, _, _ in batch])
-        except BusUnavailable as exc:
-            self.failures += len(batch)
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, _, n, future), entry_id in zip(batch, ids, strict=True):
-            self.published_entries += 1
-            self.published_events += n
-            if not future.done():
-                future.set_result(entry_id)
-
-    async def close(self) -> None:
-        """Finish the flush under way and what is still waiting, then stop (idempotent)."""
-        if self._task is None:
-            return
-        task, self._task = self._task, None
-        self._closing = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(task, self.timeout * 2)
-        except TimeoutError:
-            log.error("publisher: Redis did not take the last entries before shutdown")

@@ -35,6 +35,10 @@ class Keys:
     def streams_pattern(self) -> str:
         return f"{self.prefix}:{{*}}:stream"
 
+    def seen(self, site: str, event_id: str) -> str:
+        """Marks a client ``messageId`` as published, for ingest de-duplication."""
+        return f"{self.prefix}:seen:{site}:{event_id}"
+
     # --- the built-in channel-counts agent -------------------------------------------------------
 
     def channel_counts(self) -> str:

@@ -24,9 +24,10 @@ from aiohttp import web
 from gateway import keys as K
 from gateway.agents import AgentContext
 from gateway.agents.pool import AgentPool, build
-from gateway.bus import Bus, Publisher
+from gateway.bus import Bus
 from gateway.config import Config
 from gateway.errors import BusUnavailable
+from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis, check_version, connect
 from gateway.web import health, ingest
 from gateway.web.auth import admin_token

@@ -8,8 +8,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.agents.pool import AgentPool
-from gateway.bus import Bus, Publisher
+from gateway.bus import Bus
 from gateway.config import Config
+from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis
 
 

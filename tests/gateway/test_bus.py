@@ -7,7 +7,7 @@ import time
 import redis.asyncio as aioredis
 
 from gateway import keys as K
-from gateway.bus import Bus, Publisher
+from gateway.bus import Bus
 from tests.helpers import event
 
 STREAM = K.EVENTS
@@ -116,19 +116,3 @@ async def test_trim_keeps_entries_within_retention(bus: Bus) -> None:
     entries = await bus.read(STREAM, "g", "c", count=10, block=0.01)
     await bus.ack(STREAM, "g", [e.id for e in entries])
     assert await bus.trim(STREAM) == 0  # acked, but younger than bus.retention
-
-
-async def test_publisher_gathers_concurrent_publishes_into_one_pipeline(bus: Bus) -> None:
-    import asyncio
-
-    await bus.ensure_group(STREAM, "g")
-    publisher = Publisher(bus, timeout=5.0)
-    publisher.start()
-    ids = await asyncio.gather(*(publisher.publish(STREAM, [event(i)]) for i in range(300)))
-    await publisher.close()
-    assert len(set(ids)) == 300
-    assert publisher.published_events == 300
-    got = set()
-    while entries := await bus.read(STREAM, "g", "c", count=500, block=0.01):
-        got.update(e.events[0].event_id for e in entries)
-    assert got == {f"e{i}" for i in range(300)}
