@@ -85,6 +85,10 @@ class _Envelope(msgspec.Struct, rename="camel"):
     context: Props = {}
 
 
+class _WriteKey(msgspec.Struct, rename="camel"):
+    write_key: str | None = None
+
+
 class Rejected(msgspec.Struct):
     """One refused item of a batch: its index, the reason and the field at fault."""
 
@@ -96,6 +100,15 @@ class Rejected(msgspec.Struct):
 _decoder: Final = msgspec.json.Decoder(Message)
 _dict_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_write_key_decoder: Final = msgspec.json.Decoder(_WriteKey)
+
+
+def write_key_of(body: bytes) -> str | None:
+    """The ``writeKey`` a body carries (browsers cannot always send an Authorization header)."""
+    try:
+        return _write_key_decoder.decode(body).write_key
+    except msgspec.MsgspecError:
+        return None
 
 
 def parse_body(
@@ -105,11 +118,13 @@ def parse_body(
     channel: Channel,
     received_at: datetime | None = None,
     default_type: EventType | None = None,
+    anonymous_ok: bool = False,
 ) -> tuple[list[Event], list[Rejected]]:
     """Parse one message or a ``{"batch": [...]}``; valid items are kept, invalid ones listed.
 
     Raises :class:`EventError` only when the body as a whole is unusable (not JSON, too large,
-    a single message that is invalid).
+    a single message that is invalid). ``anonymous_ok`` accepts messages without userId or
+    anonymousId (a browser that asked not to be tracked).
     """
     if len(body) > MAX_BATCH_BYTES:
         raise TooLarge(f"body is {len(body)} bytes; the limit is {MAX_BATCH_BYTES}")
@@ -120,7 +135,12 @@ def parse_body(
         raise _event_error(exc) from None
     if envelope.batch is None:
         event = parse_message(
-            body, site=site, channel=channel, received_at=received_at, default_type=default_type
+            body,
+            site=site,
+            channel=channel,
+            received_at=received_at,
+            default_type=default_type,
+            anonymous_ok=anonymous_ok,
         )
         return [event], []
     events: list[Event] = []
@@ -136,6 +156,7 @@ def parse_body(
                     default_type=default_type,
                     sent_at=envelope.sent_at,
                     context=envelope.context,
+                    anonymous_ok=anonymous_ok,
                 )
             )
         except EventError as exc:
@@ -152,6 +173,7 @@ def parse_message(
     default_type: EventType | None = None,
     sent_at: datetime | None = None,
     context: Props | None = None,
+    anonymous_ok: bool = False,
 ) -> Event:
     """Validate one Segment-shaped message and turn it into an Event."""
     size = len(raw)
@@ -181,6 +203,7 @@ def parse_message(
         sent_at=sent_at,
         context=context,
         extra=extra,
+        anonymous_ok=anonymous_ok,
     )
 
 
@@ -194,13 +217,14 @@ def to_event(
     sent_at: datetime | None = None,
     context: Props | None = None,
     extra: Props | None = None,
+    anonymous_ok: bool = False,
 ) -> Event:
     type_ = default_type or message.type
     if type_ is None:
         raise EventError("is required (one of: " + ", ".join(sorted(EVENT_TYPES)) + ")", "type")
     if message.type is not None and message.type != type_:
         raise EventError(f"must be {type_!r} on this endpoint", "type")
-    _check_required(type_, message)
+    _check_required(type_, message, anonymous_ok or message.context.get("dnt") is True)
     extra = dict(extra or {})
     if message.channel is not None:
         if message.channel in CHANNELS:
@@ -253,8 +277,8 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _check_required(type_: EventType, message: Message) -> None:
-    if message.user_id is None and message.anonymous_id is None:
+def _check_required(type_: EventType, message: Message, anonymous_ok: bool) -> None:
+    if message.user_id is None and message.anonymous_id is None and not anonymous_ok:
         raise EventError("userId or anonymousId is required", "userId")
     if type_ == "track" and message.event is None:
         raise EventError("is required for track", "event")

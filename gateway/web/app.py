@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from channels import adapters
 from gateway import keys as K
 from gateway.agents import AgentContext
 from gateway.agents.pool import AgentPool, build
@@ -57,6 +58,8 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(agents_ctx)
     health.setup(app)
     ingest.setup(app)
+    for adapter in adapters():
+        adapter.setup(app)
     return app
 
 

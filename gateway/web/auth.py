@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def site_for(request: web.Request, config: Config) -> str:
     """The site whose write key the request carries; 401 otherwise."""
-    key = _basic_user(request.headers.get("Authorization", ""))
+    key = basic_user(request.headers.get("Authorization", ""))
     site = config.site_for_key(key) if key else None
     if site is None:
         raise web.HTTPUnauthorized(
@@ -28,7 +28,8 @@ def site_for(request: web.Request, config: Config) -> str:
     return site
 
 
-def _basic_user(header: str) -> str | None:
+def basic_user(header: str) -> str | None:
+    """The user name of an HTTP Basic Authorization header."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
         return None

@@ -87,6 +87,14 @@ class _Snapshot(Collector):
                 "touchpoint_events_rejected", "Events refused as invalid", value=counters.rejected
             ),
             CounterMetricFamily(
+                "touchpoint_events_bots", "Events from bots (kept, flagged)", value=counters.bots
+            ),
+            CounterMetricFamily(
+                "touchpoint_events_duplicates",
+                "Events dropped as duplicates of a recent messageId",
+                value=publisher.duplicates,
+            ),
+            CounterMetricFamily(
                 "touchpoint_events_published",
                 "Events written to the bus",
                 value=publisher.published_events,

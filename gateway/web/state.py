@@ -20,6 +20,7 @@ class Counters:
 
     received: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
+    bots: int = 0
 
 
 CONFIG = web.AppKey("config", Config)

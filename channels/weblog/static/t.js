@@ -1,0 +1,1 @@
+(function () { var config = /*__TOUCHPOINT_CONFIG__*/{}; })();
