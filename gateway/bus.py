@@ -237,6 +237,14 @@ class Bus:
             "dead-lettered %d entr(ies) of %s for %s: %s", len(entries), stream, group, reason
         )
 
+    async def latest(self, stream: str, count: int) -> list[Entry]:
+        """The newest ``count`` entries, newest first (for people watching, not consumers)."""
+        try:
+            rows: Any = await self.client.xrevrange(self.keys.stream(stream), count=count)
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"read {stream}: {exc}") from exc
+        return [_entry(entry_id, fields) for entry_id, fields in rows]
+
     # --- upkeep and figures ------------------------------------------------------------------
 
     async def trim(self, stream: str, *, now: float | None = None) -> int:

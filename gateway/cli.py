@@ -59,6 +59,27 @@ def _parser() -> argparse.ArgumentParser:
     bus_commands = bus.add_subparsers(dest="bus_command", required=True, metavar="COMMAND")
     stats = bus_commands.add_parser("stats", parents=[common], help="streams and groups as JSON")
     stats.set_defaults(run=cmd_bus_stats)
+
+    imp = commands.add_parser(
+        "import-logs", parents=[common], help="import web server access logs as page events"
+    )
+    imp.add_argument(
+        "files", nargs="+", metavar="FILE", help="access log (plain, gzip, bz2, xz); - for stdin"
+    )
+    imp.add_argument("--site", help="site the events belong to (default: the only one)")
+    imp.add_argument(
+        "--log-format",
+        metavar="FORMAT",
+        help="a known format (combined, common, vhost_combined, vhost_common, "
+        "nginx_request_time) or an Apache LogFormat string (default: detected)",
+    )
+    imp.add_argument("--keep-static", action="store_true", help="import static assets too")
+    imp.add_argument("--keep-bots", action="store_true", help="import bots too")
+    imp.add_argument("--keep-errors", action="store_true", help="import 4xx/5xx responses too")
+    imp.add_argument("--resume", action="store_true", help="go on after the last checkpoint")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    imp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    imp.set_defaults(run=cmd_import_logs)
     return parser
 
 
@@ -147,6 +168,25 @@ async def _bus_stats(config: configuration.Config) -> dict[str, Any]:
             return await Bus(client, Keys(config.redis.prefix), config.bus).stats()
         finally:
             await client.aclose()
+
+
+def cmd_import_logs(args: argparse.Namespace) -> int:
+    from channels.weblog import importer
+
+    config = _load(args)
+    tune_gc()
+    options = importer.Options(
+        site=args.site,
+        log_format=args.log_format,
+        keep_static=args.keep_static,
+        keep_bots=args.keep_bots,
+        keep_errors=args.keep_errors,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    summary = _run(importer.import_logs(config, args.files, options))
+    print(json.dumps(summary.as_json()) if args.json else summary.text())
+    return 0
 
 
 def tune_gc() -> None:

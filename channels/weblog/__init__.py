@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from channels.weblog import capture, pixel, segment, tracker
+from channels.weblog import capture, demo, pixel, segment, tracker
 
 
 class WebChannel:
@@ -15,3 +15,4 @@ class WebChannel:
         segment.setup(app)
         pixel.setup(app)
         tracker.setup(app)
+        demo.setup(app)

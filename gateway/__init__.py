@@ -1,0 +1,1 @@
+"""Touchpoint: the gateway core (config, events, bus, agents, web app, CLI)."""
