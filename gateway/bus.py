@@ -10,7 +10,9 @@ durable, and reclaim entries a crashed member left pending (``XAUTOCLAIM``). An 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,10 +113,13 @@ class Bus:
             raise BusUnavailable(f"Redis: {exc}") from exc
         try:
             await conn.send_packed_command(blob, check_health=False)
-            replies = [await conn.read_response() for _ in commands]
+            # One deadline for all the replies: a timeout context per reply costs more than
+            # reading the reply itself.
+            async with asyncio.timeout(conn.socket_timeout):
+                replies = [await conn.read_response(timeout=math.inf) for _ in commands]
         except BaseException as exc:
             await conn.disconnect()  # replies half read: the connection is out of step
-            if isinstance(exc, RedisError | OSError):
+            if isinstance(exc, RedisError | OSError | TimeoutError):
                 raise BusUnavailable(f"Redis: {exc}") from exc
             raise
         finally:

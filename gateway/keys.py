@@ -35,9 +35,9 @@ class Keys:
     def streams_pattern(self) -> str:
         return f"{self.prefix}:{{*}}:stream"
 
-    def seen(self, site: str, event_id: str) -> str:
-        """Marks a client ``messageId`` as published, for ingest de-duplication."""
-        return f"{self.prefix}:seen:{site}:{event_id}"
+    def seen(self, site: str, window_ms: int, bucket: int) -> str:
+        """The client ``messageId`` s a site published in one de-duplication time bucket."""
+        return f"{self.prefix}:seen:{site}:{window_ms}:{bucket}"
 
     # --- the built-in channel-counts agent -------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,15 +113,27 @@ class Publisher:
         await self._mark_seen(batch)
 
     async def _drop_seen(self, batch: list[_Request]) -> list[int]:
-        """Remove already seen events from each request (in place); return how many per request."""
-        checks = [(r, e) for r in batch if r.dedup > 0 for e in r.events]
-        if not checks:
+        """Remove already seen events from each request (in place); return how many per request.
+
+        Ids are kept in one set per site and time bucket of ``dedup`` seconds; the current and
+        the previous bucket are checked, so an id is remembered for one to two windows. That
+        is two commands per site and flush, however many events.
+        """
+        groups = self._by_bucket(batch)
+        if not groups:
             return [0] * len(batch)
         keys = self.bus.keys
-        replies = await self.bus.execute(
-            [(b"EXISTS", keys.seen(e.site, e.event_id)) for _, e in checks]
-        )
-        seen = {(e.site, e.event_id) for (_, e), hit in zip(checks, replies, strict=True) if hit}
+        commands = []
+        for (site, window_ms, bucket), ids in groups.items():
+            for b in (bucket, bucket - 1):
+                commands.append((b"SMISMEMBER", keys.seen(site, window_ms, b), *ids))
+        replies = await self.bus.execute(commands)
+        seen: set[tuple[str, str]] = set()
+        for i, ((site, _, _), ids) in enumerate(groups.items()):
+            current, previous = replies[2 * i], replies[2 * i + 1]
+            seen.update(
+                (site, id_) for id_, a, b in zip(ids, current, previous, strict=True) if a or b
+            )
         dropped = []
         for request in batch:
             if request.dedup <= 0:
@@ -137,17 +150,29 @@ class Publisher:
         return dropped
 
     async def _mark_seen(self, batch: list[_Request]) -> None:
-        keys = self.bus.keys
-        marks = [
-            (b"SET", keys.seen(e.site, e.event_id), b"1", b"PX", int(r.dedup * 1000))
-            for r in batch
-            if r.dedup > 0
-            for e in r.events
-        ]
+        groups = self._by_bucket(batch)
+        commands: list[tuple[object, ...]] = []
+        for (site, window_ms, bucket), ids in groups.items():
+            key = self.bus.keys.seen(site, window_ms, bucket)
+            commands += [(b"SADD", key, *ids), (b"PEXPIRE", key, 2 * window_ms)]
         try:
-            await self.bus.execute(marks)
+            await self.bus.execute(commands)
         except BusUnavailable as exc:  # written but not marked: a replay may pass, sinks absorb
-            log.warning("publisher: could not mark %d ids as seen: %s", len(marks), exc)
+            log.warning("publisher: could not mark ids as seen: %s", exc)
+
+    @staticmethod
+    def _by_bucket(batch: list[_Request]) -> dict[tuple[str, int, int], list[str]]:
+        """Event ids to check or mark, by (site, window, current time bucket)."""
+        now_ms = int(time.time() * 1000)
+        groups: dict[tuple[str, int, int], list[str]] = {}
+        for request in batch:
+            if request.dedup <= 0:
+                continue
+            window_ms = int(request.dedup * 1000)
+            for event in request.events:
+                key = (event.site, window_ms, now_ms // window_ms)
+                groups.setdefault(key, []).append(event.event_id)
+        return groups
 
     async def close(self) -> None:
         """Finish the flush under way and what is still waiting, then stop (idempotent)."""

@@ -1,0 +1,201 @@
+"""Ingest throughput of one gateway process: ``POST /v1/batch`` and ``GET /t.gif``.
+
+Starts ``touchpoint serve`` (one process, embedded Redis in a temp dir, no agents so the
+figures are the ingest path alone) and loads it from outside with ``wrk`` (Debian's package):
+
+1. ``POST /v1/batch`` with 50 events per request, each with its own ``messageId`` (so the
+   de-duplication check runs for real), write key as HTTP Basic user, as SDKs send it;
+2. ``GET /t.gif`` pixel requests (one event each).
+
+It prints requests/s, events/s and wrk's p50/p99 latency, then checks that every event the
+gateway acknowledged (2xx) is in the bus. Run from the project root::
+
+    .venv/bin/python bench/beacon.py               # 15 s per load, 16 connections
+    .venv/bin/python bench/beacon.py --seconds 5   # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from gateway.events import unpack
+from gateway.keys import ENTRY_FIELD, EVENTS, Keys
+from gateway.redis import socket_path
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTH = "Basic " + base64.b64encode(b"demo-write-key:").decode()
+BATCH = 50
+
+# wrk builds each request body itself so that every event has a fresh messageId.
+BATCH_SCRIPT = """
+local n = 0
+local head = '{"batch":['
+function request()
+  n = n + 1
+  local items = {}
+  for i = 1, %(batch)d do
+    items[i] = '{"type":"track","event":"Product Viewed","anonymousId":"a' .. (n %% 997) ..
+      '","messageId":"' .. id .. '-' .. n .. '-' .. i ..
+      '","properties":{"sku":"SKU-' .. (i %% 13) .. '","price":9.5},' ..
+      '"context":{"page":{"path":"/p/' .. i .. '"}}}'
+  end
+  return wrk.format("POST", nil, nil, head .. table.concat(items, ",") .. ']}')
+end
+function init(args) id = tostring(os.time()) end
+"""
+WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+WRK_REQUESTS = re.compile(r"(\d+) requests in")
+WRK_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    requests: int
+    failed: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    events_per_request: int
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.failed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def gateway(data: Path, port: int) -> Iterator[str]:
+    config = data / "bench.toml"
+    config.write_text(
+        f'[http]\nport = {port}\n[data]\ndir = "{data / "var"}"\n[log]\nlevel = "warning"\n'
+        '[agents]\nrun = []\n[sites.demo]\nwrite_key = "demo-write-key"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], cwd=ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the gateway did not become ready") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def wrk(url: str, seconds: int, connections: int, script: str | None, name: str, per: int) -> Load:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script or "")
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "-H", f"Authorization: {AUTH}", "-H", "Content-Type: application/json"]  # fmt: skip
+    if script:
+        args += ["-s", lua.name]
+    args.append(url)
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    Path(lua.name).unlink()
+    latency = {m[1]: _ms(float(m[2]), m[3]) for m in WRK_LATENCY.finditer(out)}
+    failed = int(m[1]) if (m := WRK_NON_2XX.search(out)) else 0
+    if m := WRK_ERRORS.search(out):
+        failed += sum(int(x) for x in m.groups()[1:])
+    requests = int(WRK_REQUESTS.search(out)[1])  # type: ignore[index]
+    return Load(name, requests, failed, seconds, latency["50"], latency["99"], per)
+
+
+def _ms(value: float, unit: str) -> float:
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def events_in_bus(data: Path) -> int:
+    client = redis.Redis(unix_socket_path=str(socket_path(data / "var" / "redis")))
+    total = 0
+    for _, fields in client.xrange(Keys("tp").stream(EVENTS)):
+        total += len(unpack(fields[ENTRY_FIELD]))
+    client.close()
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    loads: list[Load] = []
+    with tempfile.TemporaryDirectory(prefix="tp-beacon-") as tmp:
+        data = Path(tmp)
+        port = free_port()
+        with gateway(data, port) as url:
+            script = BATCH_SCRIPT % {"batch": BATCH}
+            name = f"POST /v1/batch ({BATCH} events)"
+            batch_url = url + "/v1/batch"
+            loads.append(wrk(batch_url, args.seconds, args.connections, script, name, BATCH))
+            pixel = url + "/t.gif?writeKey=demo-write-key&event=Email%20Opened&anonymousId=a1"
+            loads.append(wrk(pixel, args.seconds, args.connections, None, "GET /t.gif", 1))
+        # The gateway has stopped (SIGTERM); its embedded Redis kept everything on disk.
+        stored = asyncio.run(_stored_after_restart(data))
+    acknowledged = sum(load.ok * load.events_per_request for load in loads)
+    print("| load | requests/s | events/s | p50 | p99 | failed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for load in loads:
+        rate = load.ok / load.seconds
+        print(f"| {load.name} | {rate:,.0f} | {rate * load.events_per_request:,.0f} "
+              f"| {load.p50_ms:.2f} ms | {load.p99_ms:.2f} ms | {load.failed} |")  # fmt: skip
+    verdict = "all there" if stored >= acknowledged else f"MISSING {acknowledged - stored:,}"
+    print(f"\nacknowledged events: {acknowledged:,}; in the bus after shutdown: {stored:,} "
+          f"({verdict})")  # fmt: skip
+    print(f"one gateway process, embedded Redis, no agents; wrk -t1 -c{args.connections} "
+          f"-d{args.seconds}s on the same 2 cores")  # fmt: skip
+    print("targets: >= 50,000 events/s via batch, >= 10,000 pixel requests/s, p99 < 20 ms")
+    print("\nreproduce (from the project root):\n    .venv/bin/python bench/beacon.py "
+          + shlex.join(sys.argv[1:]))  # fmt: skip
+    return 0 if stored >= acknowledged else 1
+
+
+async def _stored_after_restart(data: Path) -> int:
+    from gateway.redis import EmbeddedRedis
+
+    server = EmbeddedRedis(data / "var" / "redis")
+    await server.start()
+    try:
+        return await asyncio.to_thread(events_in_bus, data)
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
