@@ -246,3 +246,21 @@ async def test_pixel_refuses_bad_requests_with_json(
     resp = await client.get("/t.gif", params=params)
     assert resp.status == status
     assert "error" in await resp.json()
+
+
+async def test_tracker_script_carries_its_site_settings(client: Client) -> None:
+    resp = await client.get("/t.js", params={"k": "demo-write-key"})
+    assert resp.status == 200
+    assert resp.content_type == "application/javascript"
+    script = await resp.text()
+    assert "__TOUCHPOINT_CONFIG__" not in script
+    settings = {"cookieDays": 365, "cookieDomain": "", "decide": False, "honorDnt": True,
+                "writeKey": "demo-write-key"}  # fmt: skip
+    assert json.dumps(settings, sort_keys=True) in script
+    again = await client.get(
+        "/t.js", params={"k": "demo-write-key"}, headers={"If-None-Match": resp.headers["ETag"]}
+    )
+    assert again.status == 304
+    unknown = await (await client.get("/t.js", params={"k": "who-knows"})).text()
+    assert "writeKey" not in unknown.split("{}")[0]  # an unknown key learns nothing
+    assert unknown != script
