@@ -5,7 +5,9 @@ figures are the ingest path alone) and loads it from outside with ``wrk`` (Debia
 
 1. ``POST /v1/batch`` with 50 events per request, each with its own ``messageId`` (so the
    de-duplication check runs for real), write key as HTTP Basic user, as SDKs send it;
-2. ``GET /t.gif`` pixel requests (one event each).
+2. ``GET /t.gif`` pixel requests (one event each);
+3. latency at a steady load: ``POST /v1/batch`` at ``--rate`` requests/s (default 1,000, that is
+   50,000 events/s) from an aiohttp client in another process, open loop.
 
 It prints requests/s, events/s and wrk's p50/p99 latency, then checks that every event the
 gateway acknowledged (2xx) is in the bus. Run from the project root::
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import re
 import shlex
 import shutil
@@ -138,6 +141,54 @@ def _ms(value: float, unit: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def open_loop(url: str, rate: int, seconds: int) -> dict[str, float]:
+    """Latency at a fixed request rate, from another process (no coordinated omission: each
+    request is timed from when it was due, not from when it was sent)."""
+    args = [sys.executable, __file__, "--open-loop", url, str(rate), str(seconds)]
+    return json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+
+
+async def _open_loop(url: str, rate: int, seconds: int) -> dict[str, float]:
+    import aiohttp
+
+    total = rate * seconds
+    bodies = [
+        json.dumps({"batch": [
+            {"type": "track", "event": "Product Viewed", "anonymousId": f"a{n % 997}",
+             "messageId": f"ol-{n}-{i}", "properties": {"sku": f"SKU-{i % 13}", "price": 9.5}}
+            for i in range(BATCH)
+        ]}).encode()
+        for n in range(total)
+    ]  # fmt: skip
+    latencies: list[float] = []
+    failed = 0
+    headers = {"Authorization": AUTH, "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2
+
+        async def one(n: int) -> None:
+            nonlocal failed
+            due = start + n / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            async with session.post(url, data=bodies[n], headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    failed += 1
+            latencies.append((loop.time() - due) * 1000)
+
+        await asyncio.gather(*(one(n) for n in range(total)))
+    latencies.sort()
+    return {
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[int(len(latencies) * 0.99)],
+        "max": latencies[-1],
+        "failed": failed,
+        "requests": total,
+    }
+
+
 def events_in_bus(data: Path) -> int:
     client = redis.Redis(unix_socket_path=str(socket_path(data / "var" / "redis")))
     total = 0
@@ -151,6 +202,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--rate", type=int, default=1000, help="batch requests/s of the steady-load latency run"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -166,15 +220,20 @@ def main() -> int:
             loads.append(wrk(batch_url, args.seconds, args.connections, script, name, BATCH))
             pixel = url + "/t.gif?writeKey=demo-write-key&event=Email%20Opened&anonymousId=a1"
             loads.append(wrk(pixel, args.seconds, args.connections, None, "GET /t.gif", 1))
+            steady = open_loop(batch_url, args.rate, args.seconds)
         # The gateway has stopped (SIGTERM); its embedded Redis kept everything on disk.
         stored = asyncio.run(_stored_after_restart(data))
     acknowledged = sum(load.ok * load.events_per_request for load in loads)
+    acknowledged += int(steady["requests"] - steady["failed"]) * BATCH
     print("| load | requests/s | events/s | p50 | p99 | failed |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for load in loads:
         rate = load.ok / load.seconds
         print(f"| {load.name} | {rate:,.0f} | {rate * load.events_per_request:,.0f} "
               f"| {load.p50_ms:.2f} ms | {load.p99_ms:.2f} ms | {load.failed} |")  # fmt: skip
+    print(f"\nat a steady {args.rate:,} batch requests/s ({args.rate * BATCH:,} events/s, open "
+          f"loop from another process): p50 {steady['p50']:.2f} ms, p99 {steady['p99']:.2f} ms, "
+          f"max {steady['max']:.2f} ms, failed {int(steady['failed'])}")  # fmt: skip
     verdict = "all there" if stored >= acknowledged else f"MISSING {acknowledged - stored:,}"
     print(f"\nacknowledged events: {acknowledged:,}; in the bus after shutdown: {stored:,} "
           f"({verdict})")  # fmt: skip
@@ -198,4 +257,8 @@ async def _stored_after_restart(data: Path) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--open-loop"]:
+        target, rate, seconds = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        print(json.dumps(asyncio.run(_open_loop(target, rate, seconds))))
+        sys.exit(0)
     sys.exit(main())
