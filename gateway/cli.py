@@ -137,11 +137,11 @@ async def _agent(config: configuration.Config, name: str) -> int:
         try:
             bus = Bus(client, Keys(config.redis.prefix), config.bus)
             pool = AgentPool(build([name], AgentContext(config, client, bus.keys, bus)))
-            pool.start()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
+            pool.start()
             await stop.wait()
             log.info("stopping agent %s", name)
             await pool.stop(grace=config.http.shutdown_timeout)

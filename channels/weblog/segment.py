@@ -15,6 +15,7 @@ from aiohttp import web
 
 from channels.weblog.capture import capture, check_origin, client_of, cors_headers, site_of
 from gateway.events import EventType, parse_body, write_key_of
+from gateway.web.errors import error_response
 from gateway.web.state import CONFIG, COUNTERS
 
 ENDPOINTS: Final[dict[str, EventType | None]] = {
@@ -40,9 +41,10 @@ async def receive(request: web.Request) -> web.Response:
     cors = cors_headers(request, config)
     try:
         return await _receive(request, cors)
-    except web.HTTPException as exc:
-        exc.headers.update(cors)  # a browser must be able to read the refusal too
-        raise
+    except Exception as exc:
+        response = error_response(request, exc)
+        response.headers.update(cors)  # a browser must be able to read the refusal too
+        return response
 
 
 async def _receive(request: web.Request, cors: dict[str, str]) -> web.Response:

@@ -12,30 +12,38 @@ from gateway.errors import BusUnavailable, EventError
 
 log = logging.getLogger(__name__)
 
+#: Headers of an HTTPException that its JSON rendering keeps.
+KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After", "Access-Control-Allow-Origin", "Vary")
+
 
 def json_error(status: int, error: str, **extra: Any) -> web.Response:
     return web.json_response({"error": error, **extra}, status=status)
+
+
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer for ``exc``; re-raises what is not an error (a redirect)."""
+    if isinstance(exc, EventError):
+        return web.json_response(exc.as_json(), status=exc.status)
+    if isinstance(exc, BusUnavailable):
+        log.warning("%s %s: 503: %s", request.method, request.path, exc)
+        response = json_error(503, "event bus unavailable, retry later", detail=str(exc))
+        response.headers["Retry-After"] = "1"
+        return response
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        response = json_error(exc.status, exc.reason)
+        for name in KEPT_HEADERS:
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    log.error("%s %s: unexpected error", request.method, request.path, exc_info=exc)
+    return json_error(500, "internal error")
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except EventError as exc:
-        return web.json_response(exc.as_json(), status=exc.status)
-    except BusUnavailable as exc:
-        log.warning("%s %s: 503: %s", request.method, request.path, exc)
-        response = json_error(503, "event bus unavailable, retry later", detail=str(exc))
-        response.headers["Retry-After"] = "1"
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = json_error(exc.status, exc.reason)
-        for name in ("Allow", "WWW-Authenticate", "Retry-After"):
-            if name in exc.headers:
-                response.headers[name] = exc.headers[name]
-        return response
-    except Exception:
-        log.exception("%s %s: unexpected error", request.method, request.path)
-        return json_error(500, "internal error")
+    except Exception as exc:
+        return error_response(request, exc)

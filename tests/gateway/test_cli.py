@@ -54,11 +54,12 @@ async def test_agent_runs_as_its_own_process_and_stops_on_sigterm(
     command = [sys.executable, "-m", "gateway.cli", "agent", "channel-counts"]
     procs = [  # two members of one group: scale-out
         await asyncio.create_subprocess_exec(
-            *command, "--config", config.source, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL
+            *command, "--config", config.source, cwd=ROOT, stderr=asyncio.subprocess.PIPE
         )
         for _ in range(2)
     ]
     try:
+        await asyncio.wait_for(asyncio.gather(*(_started(p) for p in procs)), 30)
         await eventually(lambda: _counted(client, bus.keys, {"pos": 40}))
     finally:
         for proc in procs:
@@ -66,6 +67,13 @@ async def test_agent_runs_as_its_own_process_and_stops_on_sigterm(
         codes = [await asyncio.wait_for(p.wait(), 15) for p in procs]
         await client.aclose()
     assert codes == [0, 0]
+
+
+async def _started(proc: asyncio.subprocess.Process) -> None:
+    """Wait until the agent says it runs (its signal handlers are set by then)."""
+    assert proc.stderr
+    while b"agent channel-counts: consumer" not in await proc.stderr.readline():
+        assert proc.returncode is None
 
 
 async def _counted(client: aioredis.Redis, keys: Keys, expected: dict[str, int]) -> bool:

@@ -156,6 +156,17 @@ async def test_cors_for_allowed_origins_only(client: Client) -> None:
     assert resp.status == 200
     assert resp.headers["Access-Control-Allow-Origin"] == "https://shop.example"
 
+    refused = await client.post("/v1/batch", json={"batch": [msg(3)]}, headers=allowed)
+    assert refused.status == 401  # no write key: the page can still read why
+    assert refused.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    too_big = await client.post(
+        "/v1/track",
+        json=msg(4, properties={"x": "y" * MAX_EVENT_BYTES}),
+        headers={**AUTH, **allowed},
+    )
+    assert too_big.status == 413
+    assert too_big.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+
     evil = {"Origin": "https://evil.example"}
     assert (await client.options("/v1/batch", headers=evil)).status == 403
     resp = await client.post("/v1/batch", json={"batch": [msg(2)]}, headers={**AUTH, **evil})
@@ -216,7 +227,7 @@ async def test_pixel_flat_parameters_and_segment_data(client: Client) -> None:
                     "anonymousId": "k1",
                     "messageId": "px2",
                 }
-            ).encode()  # fmt: skip
+            ).encode()
         )
         .decode()
         .rstrip("=")
