@@ -6,7 +6,9 @@
     │   └── TooLarge           a body, batch or event over its size limit
     ├── BusError
     │   └── BusUnavailable     Redis cannot be reached or did not answer in time (transient)
-    └── EmbeddedRedisError     the private redis-server could not be found or started
+    ├── EmbeddedRedisError     the private redis-server could not be found or started
+    ├── LogFormatError         (channels.weblog.logformat) no access-log format fits a file
+    └── LogImportError         (channels.weblog.importer) an access-log import cannot go on
 
 Library errors are translated at the edge with ``raise ... from exc`` so callers only ever
 catch these.

@@ -119,7 +119,7 @@ class EmbeddedRedis:
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if await self._answers():
+        if await self._answers(patient=True):
             log.warning("embedded redis: a server already answers on %s; using it", self.socket)
         else:
             await self._stop_stale()
@@ -183,13 +183,19 @@ class EmbeddedRedis:
         proc.kill()
         raise EmbeddedRedisError(f"redis-server did not answer within {within:.0f} s")
 
-    async def _answers(self) -> bool:
+    async def _answers(self, patient: bool = False) -> bool:
+        """Whether a server answers on our socket. ``patient``: a loaded machine gets three
+        tries of 3 s before a live server is taken for a stale one (and stopped)."""
         if not self.socket.exists():
             return False
-        client = connect(self.url, timeout=1.0)
+        client = connect(self.url, timeout=3.0 if patient else 1.0)
         try:
-            return bool(await client.ping())
-        except (RedisError, OSError):
+            for _ in range(3 if patient else 1):
+                try:
+                    if await client.ping():
+                        return True
+                except (RedisError, OSError):
+                    continue
             return False
         finally:
             await client.aclose()
