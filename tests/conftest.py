@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -21,6 +21,9 @@ from gateway import config as configuration
 from gateway.bus import Bus
 from gateway.keys import Keys
 from gateway.redis import EmbeddedRedis, connect, find_binary
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 REDIS_URL = os.environ.get("TOUCHPOINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("TOUCHPOINT_REQUIRE_SERVICES") == "1"
@@ -116,3 +119,48 @@ def make_config(tmp_path: Path) -> Callable[..., configuration.Config]:
 def bus(client: aioredis.Redis, prefix: str, make_config: Callable[..., Any]) -> Bus:
     config = make_config("", prefix, "[bus]\nmax_deliveries = 3\nclaim_idle = 0.05\nblock = 0.05")
     return Bus(client, Keys(prefix), config.bus)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: What a visitor's desktop Chrome says (headless Chrome names itself, and is rightly a bot).
+CHROME_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium (Playwright's own browser download is not used)."""
+    if not CHROMIUM.exists():
+        need_service("Chromium", f"{CHROMIUM} not found")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError as exc:
+        need_service("Chromium", f"playwright is not installed: {exc}")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    from playwright.async_api import Error, async_playwright
+
+    async with async_playwright() as playwright:
+        try:
+            launched = await playwright.chromium.launch(
+                executable_path=str(chromium), args=CHROMIUM_ARGS
+            )
+        except Error as exc:
+            need_service("Chromium", f"{chromium} does not start: {exc.message.splitlines()[0]}")
+        yield launched
+        await launched.close()

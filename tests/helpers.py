@@ -9,7 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from gateway.config import Config
 from gateway.events import Event
+from gateway.web.app import create_app
 
 
 async def eventually(check: Callable[[], Any], within: float = 20.0, every: float = 0.02) -> Any:
@@ -108,3 +112,37 @@ class Proxy:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.transport.abort()
+
+
+class LiveGateway:
+    """The real app on a loopback port that survives a stop and a start."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def app(self) -> web.Application:
+        assert self._runner is not None, "not started"
+        return self._runner.app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(create_app(self.config), shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

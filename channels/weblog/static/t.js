@@ -138,7 +138,9 @@
       if (k.indexOf("utm_") === 0) campaign[k === "utm_campaign" ? "name" : k.slice(4)] = v;
     });
     m.context = {
-      page: pageInfo(), locale: nav.language,
+      // The page's own user agent: a request sent as the page unloads may carry the
+      // browser's default one instead.
+      page: pageInfo(), locale: nav.language, userAgent: nav.userAgent,
       timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
       screen: {width: screen.width, height: screen.height, density: w.devicePixelRatio},
       library: {name: "touchpoint.js", version: VERSION}, touchpoint: {dropped: 0},

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
@@ -21,29 +20,13 @@ from gateway import keys as K
 from gateway.config import Config
 from gateway.events import Event, unpack
 from gateway.redis import connect
-from gateway.web.app import create_app
-from tests.conftest import ROOT, need_service
+from tests.conftest import CHROME_UA, ROOT
+from tests.helpers import LiveGateway as Gateway
 from tests.helpers import eventually
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page, Request
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-#: What a visitor's desktop Chrome says (headless Chrome names itself, and is rightly a bot).
-CHROME_UA = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36"
-)
 ARTIFACTS = ROOT / "test-artifacts"
 KEY = "demo-write-key"
 Stored = Callable[[], Awaitable[list[Event]]]
@@ -64,35 +47,6 @@ PAGE = """<!doctype html>
 </body>
 </html>
 """
-
-
-class Gateway:
-    """The real app on a loopback port that survives a stop and a start."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        runner = web.AppRunner(create_app(self.config), shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = runner.addresses[0][1]
-        self._runner = runner
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
 
 
 class Shop:
@@ -142,33 +96,6 @@ class Shop:
         return web.Response(
             text="<title>Elsewhere</title><p>elsewhere</p>", content_type="text/html"
         )
-
-
-@pytest.fixture
-def chromium() -> Path:
-    """Debian's Chromium (Playwright's own browser download is not used)."""
-    if not CHROMIUM.exists():
-        need_service("Chromium", f"{CHROMIUM} not found")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError as exc:
-        need_service("Chromium", f"playwright is not installed: {exc}")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    from playwright.async_api import Error, async_playwright
-
-    async with async_playwright() as playwright:
-        try:
-            launched = await playwright.chromium.launch(
-                executable_path=str(chromium), args=CHROMIUM_ARGS
-            )
-        except Error as exc:
-            need_service("Chromium", f"{chromium} does not start: {exc.message.splitlines()[0]}")
-        yield launched
-        await launched.close()
 
 
 @pytest.fixture
