@@ -50,6 +50,10 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     context: Props = {}
     #: Top-level fields the sender added that the spec does not name, kept as sent.
     extra: Props = {}
+    #: Set by the collector agents: the visit this event belongs to, and the one customer the
+    #: identity graph resolved its identifiers to (None for bots and anonymous-only traffic).
+    session_id: str | None = None
+    customer_id: str | None = None
 
 
 class Message(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):

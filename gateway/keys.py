@@ -10,8 +10,15 @@ from dataclasses import dataclass
 
 #: The stream every channel publishes captured contacts to.
 EVENTS = "events"
+#: The collector's chain, each stream written by one agent and read by the next:
+#: events -filter-> filtered -sessions-> sessionized -identity-> identified -> profile, sync.
+FILTERED = "filtered"
+SESSIONIZED = "sessionized"
+IDENTIFIED = "identified"
+#: Finished (and periodically, open) sessions, written by the sessions agent for sync.
+SESSIONS = "sessions"
 #: Streams that exist; `touchpoint bus stats` reports each of them.
-STREAMS = (EVENTS,)
+STREAMS = (EVENTS, FILTERED, SESSIONIZED, IDENTIFIED, SESSIONS)
 
 #: Field of a stream entry holding its msgpack-packed list of events.
 ENTRY_FIELD = b"e"
