@@ -51,6 +51,10 @@ class Keys:
     def channel_counts(self) -> str:
         return f"{self.prefix}:{{counts}}:channels"
 
+    def channel_counts_minute(self, minute: int) -> str:
+        """Events per channel that arrived in one minute (epoch minutes)."""
+        return f"{self.prefix}:{{counts}}:minute:{minute}"
+
     def channel_counts_seen(self, day: str) -> str:
         """Event ids already counted on ``day`` (UTC date), for idempotent replays."""
         return f"{self.prefix}:{{counts}}:seen:{day}"

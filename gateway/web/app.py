@@ -30,7 +30,7 @@ from gateway.config import Config
 from gateway.errors import BusUnavailable
 from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis, check_version, connect
-from gateway.web import health, ingest
+from gateway.web import dashboard, health, ingest
 from gateway.web.auth import admin_token
 from gateway.web.errors import error_middleware
 from gateway.web.state import (
@@ -58,6 +58,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(agents_ctx)
     health.setup(app)
     ingest.setup(app)
+    dashboard.setup(app)
     for adapter in adapters():
         adapter.setup(app)
     return app

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import logging
 import secrets
+import time
 
 from aiohttp import web
 
@@ -50,9 +52,33 @@ def admin_token(config: Config) -> str:
     return token
 
 
-def require_admin(request: web.Request, token: str) -> None:
+SESSION_COOKIE = "tp_session"
+SESSION_SECONDS = 12 * 3600
+
+
+def session_cookie(token: str, now: float | None = None) -> str:
+    """A dashboard session: its expiry, signed with the admin token (no server-side state)."""
+    expires = int((time.time() if now is None else now) + SESSION_SECONDS)
+    return f"{expires}.{_sign(token, expires)}"
+
+
+def _sign(token: str, expires: int) -> str:
+    return hmac.new(token.encode(), f"session:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def is_admin(request: web.Request, token: str) -> bool:
+    """A bearer token (API clients) or a signed, unexpired session cookie (the dashboard)."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(given.strip(), token)
+    expires, _, signature = request.cookies.get(SESSION_COOKIE, "").partition(".")
+    if not expires.isdigit() or int(expires) < time.time():
+        return False
+    return hmac.compare_digest(signature, _sign(token, int(expires)))
+
+
+def require_admin(request: web.Request, token: str) -> None:
+    if not is_admin(request, token):
         raise web.HTTPUnauthorized(
             reason="admin token required (Authorization: Bearer ...)",
             headers={"WWW-Authenticate": 'Bearer realm="touchpoint"'},
