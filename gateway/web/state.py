@@ -12,6 +12,7 @@ from gateway.bus import Bus
 from gateway.config import Config
 from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis
+from gateway.warehouse import Warehouse
 
 
 @dataclass
@@ -31,3 +32,4 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", Bus)
 PUBLISHER = web.AppKey("publisher", Publisher)
 AGENTS = web.AppKey("agents", AgentPool)
+WAREHOUSE: web.AppKey[Warehouse] = web.AppKey("warehouse")

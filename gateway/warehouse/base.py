@@ -1,0 +1,257 @@
+"""The one interface both engines implement, and what they share: the tables' shape (read back
+from the database, so the migrations stay the only definition) and the preparation of rows
+for a bulk load (checked, converted, de-duplicated on the primary key; no I/O)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from operator import itemgetter
+from typing import Any, Final, Literal, Protocol
+
+from gateway.errors import WarehouseError
+
+
+class Warehouse(Protocol):
+    """The star schema on one engine. Loads are idempotent on primary keys; SQL given to
+    :meth:`fetch` and :meth:`execute` uses ``$1, $2`` placeholders (both engines take them)."""
+
+    engine: str
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations not applied yet; return their versions (``[]``: up to date)."""
+        ...
+
+    async def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Add rows whose key is new (``ON CONFLICT DO NOTHING``); return how many were added."""
+        ...
+
+    async def upsert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Add rows, or update the other columns given of those whose key exists."""
+        ...
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a query; rows as dicts (JSON columns decoded)."""
+        ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a write (an erasure, a clean-up) in turn with the loads."""
+        ...
+
+    async def close(self) -> None:
+        """Finish what runs and release files and connections; idempotent."""
+        ...
+
+
+# --- the shape of the tables ---------------------------------------------------------------------
+
+Kind = Literal["text", "int", "bigint", "double", "bool", "date", "timestamptz", "json", "other"]
+
+#: ``information_schema.columns.data_type`` as DuckDB and PostgreSQL spell it → a kind.
+_KINDS: Final[dict[str, Kind]] = {
+    "varchar": "text",
+    "character varying": "text",
+    "text": "text",
+    "integer": "int",
+    "bigint": "bigint",
+    "double": "double",
+    "double precision": "double",
+    "boolean": "bool",
+    "date": "date",
+    "timestamp with time zone": "timestamptz",
+    "json": "json",
+    "jsonb": "json",
+}
+
+COLUMNS_SQL: Final = """
+SELECT table_name, column_name, data_type FROM information_schema.columns
+WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"""
+
+KEYS_SQL: Final = """
+SELECT tc.table_name, kcu.column_name
+FROM information_schema.table_constraints tc
+JOIN information_schema.key_column_usage kcu
+  ON kcu.constraint_name = tc.constraint_name AND kcu.table_schema = tc.table_schema
+ AND kcu.table_name = tc.table_name
+WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = current_schema()
+ORDER BY tc.table_name, kcu.ordinal_position"""
+
+#: Columns a ``date_key`` is derived from when a row leaves it out.
+TIME_COLUMNS: Final = ("ts", "started_at")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, Kind]
+    key: tuple[str, ...]
+
+
+def tables_from(
+    columns: Iterable[Mapping[str, Any]], keys: Iterable[Mapping[str, Any]]
+) -> dict[str, Table]:
+    """Tables from the rows of :data:`COLUMNS_SQL` and :data:`KEYS_SQL`."""
+    shapes: dict[str, dict[str, Kind]] = {}
+    for row in columns:
+        kind = _KINDS.get(str(row["data_type"]).lower(), "other")
+        shapes.setdefault(row["table_name"], {})[row["column_name"]] = kind
+    primary: dict[str, list[str]] = {}
+    for row in keys:
+        primary.setdefault(row["table_name"], []).append(row["column_name"])
+    return {
+        name: Table(name, shape, tuple(primary.get(name, ()))) for name, shape in shapes.items()
+    }
+
+
+def table_named(tables: Mapping[str, Table], name: str) -> Table:
+    table = tables.get(name)
+    if table is None:
+        raise WarehouseError(f"unknown table {name!r} (run `touchpoint warehouse migrate`?)")
+    if not table.key:
+        raise WarehouseError(f"table {name!r} has no primary key: loads need one")
+    return table
+
+
+def date_key(ts: datetime) -> int:
+    """The UTC day of ``ts`` as YYYYMMDD (naive datetimes are taken as UTC)."""
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC)
+    return ts.year * 10_000 + ts.month * 100 + ts.day
+
+
+# --- rows → a batch ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows ready to load, column by column (Arrow wants columns; COPY zips them back)."""
+
+    table: Table
+    columns: tuple[str, ...]
+    data: list[list[Any]]
+
+    def records(self) -> list[tuple[Any, ...]]:
+        return list(zip(*self.data, strict=True))
+
+
+def prepare(table: Table, rows: Sequence[Mapping[str, Any]], *, keep_last: bool) -> list[Batch]:
+    """Check and convert ``rows`` for ``table``: one batch per set of columns the rows give
+    (a column a row leaves out keeps its value, or gets its default, never a NULL meant for
+    another row). Of rows sharing a key, a batch keeps the first (insert) or the last
+    (upsert): one statement may not touch a row twice.
+
+    A missing ``date_key`` is derived from ``ts`` / ``started_at``; JSON values that are not
+    already text are dumped; ISO strings are taken for timestamps and dates.
+    """
+    groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    return [_batch(table, given, group, keep_last) for given, group in groups.items()]
+
+
+def _batch(
+    table: Table, given: frozenset[str], rows: list[Mapping[str, Any]], keep_last: bool
+) -> Batch:
+    if unknown := given - table.columns.keys():
+        raise WarehouseError(f"{table.name}: unknown column(s) {', '.join(sorted(unknown))}")
+    for name in table.key:
+        if name not in given:
+            raise WarehouseError(f"{table.name}: every row needs its key column {name!r}")
+    derive = "date_key" in table.columns and next((c for c in TIME_COLUMNS if c in given), None)
+    columns = tuple(c for c in table.columns if c in given or (derive and c == "date_key"))
+    data = [
+        _convert(table, c, list(map(itemgetter(c), rows)) if c in given else [None] * len(rows))
+        for c in columns
+    ]
+    if derive:
+        keys, times = data[columns.index("date_key")], data[columns.index(derive)]
+        for i, (key, ts) in enumerate(zip(keys, times, strict=True)):
+            if key is None and ts is not None:
+                keys[i] = date_key(ts)
+    for name in table.key:
+        if any(v is None for v in data[columns.index(name)]):
+            raise WarehouseError(f"{table.name}: every row needs its key column {name!r}")
+    data = _dedup(data, [columns.index(name) for name in table.key], keep_last)
+    return Batch(table, columns, data)
+
+
+def _dedup(data: list[list[Any]], key_at: list[int], keep_last: bool) -> list[list[Any]]:
+    keys: list[Any] = (
+        data[key_at[0]] if len(key_at) == 1 else list(zip(*(data[i] for i in key_at), strict=True))
+    )
+    if len(set(keys)) == len(keys):
+        return data
+    where: dict[Any, int] = {}
+    for i, key in enumerate(keys):
+        if keep_last or key not in where:
+            where[key] = i
+    kept = sorted(where.values())
+    return [[column[i] for i in kept] for column in data]
+
+
+#: Python types each kind takes as is (others are refused with the column's name).
+_TYPES: Final[dict[Kind, tuple[type, ...]]] = {
+    "text": (str,),
+    "int": (int,),
+    "bigint": (int,),
+    "double": (float, int),
+    "bool": (bool,),
+}
+
+
+def _convert(table: Table, column: str, values: list[Any]) -> list[Any]:
+    kind = table.columns[column]
+    if (allowed := _TYPES.get(kind)) and not {*map(type, values)} <= {*allowed, type(None)}:
+        bad = next(v for v in values if v is not None and type(v) not in allowed)
+        raise WarehouseError(f"{table.name}.{column}: expected {kind}, got {bad!r}")
+    try:
+        if kind == "json":
+            return [v if v is None or isinstance(v, str) else _dumps(v) for v in values]
+        if kind == "timestamptz":
+            return [v if type(v) is datetime and v.tzinfo else _timestamp(v) for v in values]
+        if kind == "date":
+            return [v if type(v) is date else _date(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise WarehouseError(f"{table.name}.{column}: {exc}") from None
+    return values
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime or an ISO string, got {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _date(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if value is None or isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        return date.fromisoformat(value)
+    raise TypeError(f"expected a date or an ISO string, got {value!r}")
+
+
+def load_sql(batch: Batch, source: str, *, update: bool) -> str:
+    """``INSERT INTO table SELECT ... FROM source ON CONFLICT (key) DO NOTHING / DO UPDATE``."""
+    table = batch.table
+    cols = ", ".join(f'"{c}"' for c in batch.columns)
+    others = [c for c in batch.columns if c not in table.key]
+    action = "DO NOTHING"
+    if update and others:
+        action = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in others)
+    key = ", ".join(f'"{c}"' for c in table.key)
+    return (
+        f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {source} '
+        f"ON CONFLICT ({key}) {action}"
+    )
