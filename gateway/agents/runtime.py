@@ -5,6 +5,8 @@ batch is retried entry by entry (so one poison entry cannot hold up the others);
 keeps failing moves to the dead-letter stream after ``bus.max_deliveries`` attempts. Entries a
 crashed member left pending are reclaimed every ``bus.claim_idle`` seconds. Errors back off
 exponentially with jitter. :meth:`Agent.stop` lets the batch in hand finish, then the loop ends.
+A handler that is also :class:`Ticking` has its ``tick()`` run between batches every
+``tick_interval`` seconds (and once at start), for chores no entry triggers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,6 +37,15 @@ Handler = Callable[[Sequence[Entry]], Awaitable[None]]
 #: Handler errors that say a service is away, not that the entries are bad: the batch is kept
 #: whole and retried after a backoff, without counting towards dead-lettering.
 TRANSIENT = (BusUnavailable, RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+
+@runtime_checkable
+class Ticking(Protocol):
+    """A handler with periodic chores (closing idle sessions...), run between batches."""
+
+    tick_interval: float
+
+    async def tick(self) -> None: ...
 
 
 def consumer_name() -> str:
@@ -92,6 +104,7 @@ class Agent:
         self._unacked: list[str] = []
         self._failures = 0
         self._next_claim = 0.0
+        self._next_tick = 0.0
 
     def stop(self) -> None:
         """Ask the loop to end after the batch in hand."""
@@ -111,6 +124,7 @@ class Agent:
                 batch = await self._next_batch(settings.batch, settings.block, settings.claim_idle)
                 if batch:
                     await self._process(batch)
+                await self._maybe_tick()
                 self._failures = 0
             except BusUnavailable as exc:
                 self._record_error(exc)
@@ -168,6 +182,18 @@ class Agent:
             self._unacked.extend(ids)  # the side effect is done; ack when Redis is back
             raise
         self.stats.acked += len(ids)
+
+    async def _maybe_tick(self) -> None:
+        """Run the handler's tick when due; its failures are logged, never fatal to the loop."""
+        handler = self.handler
+        if not isinstance(handler, Ticking) or time.monotonic() < self._next_tick:
+            return
+        self._next_tick = time.monotonic() + handler.tick_interval
+        try:
+            await handler.tick()
+        except Exception as exc:
+            self._record_error(exc)
+            log.warning("agent %s: tick failed: %s", self.name, exc)
 
     async def _retry_later(self, batch: list[Entry], exc: Exception) -> None:
         if len(batch) > 1:  # find the poison entry: retry each one alone

@@ -1,0 +1,168 @@
+"""filter: events → filtered. Drops malformed and duplicate events, flags bot traffic.
+
+The first link of the collector's chain. An event is malformed when it names no configured
+site, has no id, or breaks the spec in a way ingest would have refused (a track without a
+name, an alias without both ids, a time before 2000 or a day ahead of its reception). A
+duplicate is an event whose (site, event_id) passed in the last ``collector.dedup_window``
+seconds: ids are kept in one set per site and time bucket (as the publisher does), checked
+before publishing and marked only after, so a failed publish never hides an event. Bots
+(``context.bot``, or a user-agent parse saying so) pass on flagged, for reports to count; every
+later stateful agent ignores them. One entry out per entry in (none when nothing is left).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import msgspec
+
+from gateway.agents.runtime import Handler
+from gateway.bus import Bus, Entry
+from gateway.config import Config
+from gateway.events import Event
+from gateway.keys import EVENTS, FILTERED
+
+log = logging.getLogger(__name__)
+
+STREAM = EVENTS
+OUTPUT = FILTERED
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+AHEAD: Final = timedelta(days=1)
+#: Ids per SMISMEMBER / SADD command.
+ID_CHUNK: Final = 5000
+
+
+def problem(event: Event, sites: Container[str]) -> str | None:
+    """Why ``event`` is malformed, or None."""
+    if event.site not in sites:
+        return f"unknown site {event.site!r}"
+    if not event.event_id.strip():
+        return "no event id"
+    if event.type == "track" and not event.name:
+        return "track without a name"
+    if event.type == "alias" and not (event.previous_id and event.user_id):
+        return "alias without previousId and userId"
+    if event.timestamp < EARLIEST:
+        return "timestamp before 2000"
+    if event.timestamp > event.received_at + AHEAD:
+        return "timestamp more than a day after reception"
+    return None
+
+
+def is_bot(event: Event) -> bool:
+    """Whether ingest (or an importer) said a bot sent the event."""
+    if event.context.get("bot") is True:
+        return True
+    parsed = event.context.get("userAgentData")
+    return isinstance(parsed, dict) and parsed.get("bot") is True
+
+
+def flagged(event: Event) -> Event:
+    """The event with ``context.bot = true`` when it is a bot's."""
+    if event.context.get("bot") is not True and is_bot(event):
+        return msgspec.structs.replace(event, context={**event.context, "bot": True})
+    return event
+
+
+@dataclass
+class FilterStats:
+    """What the filter did since it started (for logs and tests)."""
+
+    passed: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    bots: int = 0
+
+
+class Filter:
+    """The filter agent's handler."""
+
+    def __init__(self, bus: Bus, config: Config) -> None:
+        self.bus = bus
+        self.keys = bus.keys
+        self.sites = frozenset(config.sites)
+        self.window_ms = int(config.collector.dedup_window * 1000)
+        self.stats = FilterStats()
+
+    async def __call__(self, entries: Sequence[Entry]) -> None:
+        bucket = int(time.time() * 1000) // self.window_ms
+        kept: list[list[Event]] = []
+        dropped: list[tuple[str, str]] = []
+        for entry in entries:
+            good = []
+            for event in entry.events:
+                reason = problem(event, self.sites)
+                if reason is None:
+                    good.append(flagged(event))
+                else:
+                    dropped.append((event.event_id[:80], reason))
+            kept.append(good)
+        if dropped:
+            self.stats.malformed += len(dropped)
+            log.warning(
+                "filter: dropped %d malformed event(s), e.g. %r: %s", len(dropped), *dropped[0]
+            )
+        by_site: dict[str, list[str]] = {}
+        for events in kept:
+            for event in events:
+                by_site.setdefault(event.site, []).append(event.event_id)
+        seen = await self._seen(by_site, bucket)
+        out: list[list[Event]] = []
+        fresh: dict[str, list[str]] = {}
+        for events in kept:
+            unique = []
+            for event in events:
+                key = (event.site, event.event_id)
+                if key in seen:
+                    self.stats.duplicates += 1
+                    continue
+                seen.add(key)  # a later copy in this batch is a duplicate too
+                unique.append(event)
+                fresh.setdefault(event.site, []).append(event.event_id)
+                self.stats.bots += event.context.get("bot") is True
+            self.stats.passed += len(unique)
+            if unique:
+                out.append(unique)
+        if out:
+            await self.bus.publish_many(OUTPUT, out)
+        await self._mark(fresh, bucket)
+
+    async def _seen(self, by_site: dict[str, list[str]], bucket: int) -> set[tuple[str, str]]:
+        """(site, id) pairs already passed in this bucket or the one before."""
+        commands: list[tuple[Any, ...]] = []
+        asked: list[tuple[str, list[str]]] = []
+        for site, ids in by_site.items():
+            for i in range(0, len(ids), ID_CHUNK):
+                chunk = ids[i : i + ID_CHUNK]
+                for b in (bucket, bucket - 1):
+                    commands.append(
+                        (b"SMISMEMBER", self.keys.filter_seen(site, self.window_ms, b), *chunk)
+                    )
+                asked.append((site, chunk))
+        replies = await self.bus.execute(commands)
+        seen: set[tuple[str, str]] = set()
+        for n, (site, chunk) in enumerate(asked):
+            current, previous = replies[2 * n], replies[2 * n + 1]
+            seen.update(
+                (site, i) for i, a, b in zip(chunk, current, previous, strict=True) if a or b
+            )
+        return seen
+
+    async def _mark(self, fresh: dict[str, list[str]], bucket: int) -> None:
+        commands: list[tuple[Any, ...]] = []
+        for site, ids in fresh.items():
+            key = self.keys.filter_seen(site, self.window_ms, bucket)
+            for i in range(0, len(ids), ID_CHUNK):
+                commands.append((b"SADD", key, *ids[i : i + ID_CHUNK]))
+            commands.append((b"PEXPIRE", key, 2 * self.window_ms))
+        await self.bus.execute(commands)
+
+
+def handler(bus: Bus, config: Config) -> Handler:
+    """The filter agent's handler (``AGENTS["filter"]``)."""
+    return Filter(bus, config)

@@ -1,0 +1,67 @@
+"""filter: duplicates and malformed events dropped, bots passed on flagged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from gateway import keys as K
+from tests.gateway.agents.chain import DAY, Chain, by_id, ev
+
+
+async def test_duplicates_are_dropped_within_a_batch_across_entries_and_later(
+    chain: Chain,
+) -> None:
+    await chain.publish([ev("e1", 0), ev("e1", 0)], [ev("e2", 1), ev("e1", 0)])
+    await chain.run("filter")
+    await chain.publish([ev("e2", 1), ev("e3", 2)])  # a client retrying, later
+    await chain.run("filter")
+    passed = await chain.events(K.FILTERED)
+    assert [e.event_id for e in passed] == ["e1", "e2", "e3"]
+    assert chain.handler("filter").stats.duplicates == 3
+
+
+async def test_the_same_id_on_another_site_is_not_a_duplicate(
+    make_chain: Callable[..., Chain],
+) -> None:
+    chain = make_chain('[sites.shop]\nwrite_key = "shop-write-key"')
+    await chain.publish([ev("e1", 0), ev("e1", 0, site="shop")])
+    await chain.run("filter")
+    assert [(e.site, e.event_id) for e in await chain.events(K.FILTERED)] == [
+        ("demo", "e1"),
+        ("shop", "e1"),
+    ]
+
+
+async def test_malformed_events_are_dropped(chain: Chain) -> None:
+    await chain.publish(
+        [
+            ev("ok", 0),
+            ev("site", 0, site="nowhere"),
+            ev("name", 0, type="track"),
+            ev("alias", 0, type="alias", user_id="u1"),
+            ev("old", 0, timestamp=DAY.replace(year=1999)),
+            ev("ahead", 0, timestamp=DAY + timedelta(days=2)),
+            ev(" ", 0),
+        ]
+    )
+    await chain.run("filter")
+    assert [e.event_id for e in await chain.events(K.FILTERED)] == ["ok"]
+    assert chain.handler("filter").stats.malformed == 6
+
+
+async def test_bots_pass_flagged(chain: Chain) -> None:
+    crawler = {"userAgentData": {"browser": "Googlebot", "bot": True}}
+    await chain.publish([ev("b1", 0, context={"bot": True}), ev("b2", 0, context=crawler)])
+    await chain.run("filter")
+    passed = by_id(await chain.events(K.FILTERED))
+    assert passed["b1"].context["bot"] is True and passed["b2"].context["bot"] is True
+    assert chain.handler("filter").stats.bots == 2
+
+
+async def test_a_replayed_entry_publishes_nothing_twice(chain: Chain) -> None:
+    await chain.publish([ev("e1", 0), ev("e2", 1)])
+    await chain.run("filter")
+    await chain.replay("filter")
+    await chain.run("filter")
+    assert [e.event_id for e in await chain.events(K.FILTERED)] == ["e1", "e2"]

@@ -1,0 +1,191 @@
+"""identity: one customer across channels, explainable merges, bounded merge storms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway import keys as K
+from gateway.datamart.profiles import explain, find_customer, get_profile
+from tests.gateway.agents.chain import Chain, by_id, ev
+
+VIEW = {"product_id": "P1", "category": "shoes"}
+ORDER = {
+    "order_id": "R-1002",
+    "revenue": 59.9,
+    "store_id": "S-12",
+    "loyalty_card": "L-4242",
+    "products": [{"product_id": "P1", "quantity": 1, "price": 59.9, "category": "shoes"}],
+}
+
+
+def web_visit() -> list[list]:  # type: ignore[type-arg]
+    return [
+        [ev("w1", 0), ev("w2", 1, type="track", name="Product Viewed", properties=VIEW)],
+        [ev("w3", 2, type="identify", traits={"email": "Alice@Example.com", "name": "Alice"})],
+    ]
+
+
+def pos_visit(minutes: float = 600) -> list[list]:  # type: ignore[type-arg]
+    till = {"store": {"id": "S-12"}}
+    return [
+        [
+            ev("p1", minutes, type="identify", channel="pos", anonymous_id="till7-r1001",
+               traits={"email": "alice@example.com ", "loyaltyCard": "L-4242"}, context=till),
+        ],
+        [
+            ev("p2", minutes + 5, type="track", name="Order Completed", channel="pos",
+               anonymous_id="till7-r1002", properties=ORDER, context=till),
+        ],
+    ]  # fmt: skip
+
+
+async def customer(chain: Chain, kind: str, value: str) -> str | None:
+    return await find_customer(chain.client, chain.keys, "demo", kind, value)
+
+
+async def test_web_visitor_then_pos_purchase_is_one_customer_with_all_history(
+    chain: Chain,
+) -> None:
+    await chain.publish(*web_visit())
+    await chain.run()
+    await chain.publish(*pos_visit())
+    await chain.run()
+    out = by_id(await chain.events(K.IDENTIFIED))
+    alice = await customer(chain, "email", "ALICE@example.com")
+    assert alice is not None
+    assert {e.customer_id for e in out.values()} == {alice}
+    for kind, value in [("anonymous_id", "a1"), ("loyalty_card", "L-4242"),
+                        ("anonymous_id", "till7-r1002")]:  # fmt: skip
+        assert await customer(chain, kind, value) == alice
+    profile = await get_profile(chain.client, chain.keys, alice)
+    assert profile is not None
+    assert profile.counters.visits == 3  # the web visit and two till receipts
+    assert profile.counters.events == 5 and profile.counters.page_views == 1
+    assert profile.counters.orders == 1 and profile.counters.revenue == 59.9
+    assert set(profile.channels) == {"web", "pos"}
+    assert [i.product_id for i in profile.viewed] == ["P1"]
+    assert [i.product_id for i in profile.bought] == ["P1"]
+    assert profile.preferred_store == "S-12" and profile.interests == {"shoes": 6.0}
+    assert profile.traits["name"].value == "Alice"
+    assert profile.traits["email"].channel == "pos"  # the latest
+    assert profile.identifiers == [
+        "anonymous_id:a1",
+        "anonymous_id:till7-r1001",
+        "anonymous_id:till7-r1002",
+        "email:alice@example.com",
+        "loyalty_card:L-4242",
+    ]
+
+
+async def test_two_known_customers_merge_and_the_merge_is_explained(chain: Chain) -> None:
+    web, pos = web_visit(), pos_visit()
+    await chain.publish(*web, pos[1])  # the sale first, with only the card: a customer of its own
+    await chain.run()
+    alice = await customer(chain, "email", "alice@example.com")
+    card = await customer(chain, "loyalty_card", "L-4242")
+    assert alice and card and alice != card
+    await chain.publish(pos[0])  # the till links the card to the e-mail address
+    await chain.run()
+    assert await customer(chain, "loyalty_card", "L-4242") == alice  # the first seen survives
+    story = await explain(chain.client, chain.keys, card)
+    assert story is not None and story["customer_id"] == alice and story["requested"] == card
+    assert story["merged_from"] == [card]
+    (merge,) = [e for e in story["log"] if e["type"] == "merge"]
+    assert merge["survivor"] == alice and merge["merged"] == card
+    assert merge["identifier"] == "email:alice@example.com"
+    assert merge["merged_identifier"] == "loyalty_card:L-4242"
+    assert merge["event"] == "p1" and merge["event_type"] == "identify"
+    profile = await get_profile(chain.client, chain.keys, card)  # the merged id still answers
+    assert profile is not None and profile.customer_id == alice and profile.merged_from == [card]
+    assert profile.counters.orders == 1 and profile.counters.visits == 3
+    assert [i.product_id for i in profile.bought] == ["P1"] and profile.preferred_store == "S-12"
+    assert not await chain.client.exists(chain.keys.profile(card, "bought"))  # folded away
+    assert not await chain.client.scard(chain.keys.pending_folds("demo"))
+
+
+async def test_a_test_email_does_not_glue_ten_visitors_together(chain: Chain) -> None:
+    for n in range(10):
+        visitor = f"v{n}"
+        await chain.publish(
+            [ev(f"{visitor}-p", n, anonymous_id=visitor)],
+            [ev(f"{visitor}-i", n + 0.5, anonymous_id=visitor, type="identify",
+                traits={"email": "test@example.com"})],
+        )  # fmt: skip
+    await chain.run()
+    owners = {v: await customer(chain, "anonymous_id", f"v{v}") for v in range(10)}
+    sizes: dict[str | None, int] = {}
+    for owner in owners.values():
+        sizes[owner] = sizes.get(owner, 0) + 1
+    assert max(sizes.values()) == 3  # collector.max_merges_per_identifier
+    assert len(sizes) == 8
+    glued = await customer(chain, "email", "test@example.com")
+    story = await explain(chain.client, chain.keys, str(glued))
+    assert story is not None
+    flag = story["flags"]["email:test@example.com"]
+    assert flag["reason"] == "max_merges_per_identifier" and flag["event"] == "v3-i"
+    out = by_id(await chain.events(K.IDENTIFIED))
+    assert out["v3-i"].customer_id == owners[3] != glued  # the refused identify stays with v3
+    assert out["v9-i"].customer_id == owners[9]
+
+
+async def test_a_shared_browser_keeps_two_users_apart(chain: Chain) -> None:
+    await chain.publish(
+        [ev("i1", 0, type="identify", user_id="u1", traits={"email": "one@example.com"})],
+        [ev("t1", 1, type="track", name="Product Viewed", user_id="u1")],
+        [ev("i2", 5, type="identify", user_id="u2", traits={"email": "two@example.com"})],
+        [ev("t2", 6, type="track", name="Product Viewed", user_id="u2")],
+    )
+    await chain.run()
+    u1, u2 = await customer(chain, "user_id", "u1"), await customer(chain, "user_id", "u2")
+    assert u1 and u2 and u1 != u2
+    assert await customer(chain, "email", "two@example.com") == u2
+    out = by_id(await chain.events(K.IDENTIFIED))
+    assert (out["t1"].customer_id, out["i2"].customer_id, out["t2"].customer_id) == (u1, u2, u2)
+
+
+async def test_alias_and_the_identifier_cap(make_chain: Callable[..., Chain]) -> None:
+    chain = make_chain("[collector]\nmax_identifiers = 3")
+    batches = [[ev("i", 0, type="identify", user_id="u1", anonymous_id=None)]]
+    for n in range(4):  # four more browsers, each with history before signing in
+        batches += [
+            [ev(f"p{n}", n + 1, anonymous_id=f"b{n}")],
+            [ev(f"al{n}", n + 1.5, type="alias", anonymous_id=None, user_id="u1",
+                previous_id=f"b{n}")],
+        ]  # fmt: skip
+    await chain.publish(*batches)
+    await chain.run()
+    u1 = await customer(chain, "user_id", "u1")
+    assert [await customer(chain, "anonymous_id", f"b{n}") == u1 for n in range(4)] == [
+        True, True, False, False,
+    ]  # fmt: skip
+    story = await explain(chain.client, chain.keys, str(u1))
+    assert story is not None and story["flag"] == "max_identifiers"
+    assert len(story["identifiers"]) == 3
+    assert [e["reason"] for e in story["log"] if e["type"] == "refused"] == ["max_identifiers"] * 2
+
+
+async def test_bots_and_anonymous_traffic_have_no_customer(chain: Chain) -> None:
+    await chain.publish(
+        [
+            ev("bot", 0, context={"bot": True}),
+            ev("dnt", 0, anonymous_id=None, context={"dnt": True}),
+        ]
+    )
+    await chain.run()
+    out = by_id(await chain.events(K.IDENTIFIED))
+    assert out["bot"].customer_id is None and out["dnt"].customer_id is None
+    assert await customer(chain, "anonymous_id", "a1") is None
+    assert chain.handler("profile").applied == 0
+
+
+async def test_a_replay_resolves_the_same_and_merges_nothing_again(chain: Chain) -> None:
+    web, pos = web_visit(), pos_visit()
+    await chain.publish(*web, pos[1], pos[0])
+    await chain.run()
+    alice = await customer(chain, "email", "alice@example.com")
+    story = await explain(chain.client, chain.keys, str(alice))
+    await chain.replay("identity")
+    await chain.run("identity")
+    out = await chain.events(K.IDENTIFIED)
+    assert len(out) == 10 and {e.customer_id for e in out[5:]} == {alice}
+    assert await explain(chain.client, chain.keys, str(alice)) == story
