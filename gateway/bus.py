@@ -160,7 +160,7 @@ class Bus:
             rows = next(iter(reply.values()))[0] if reply else []
         else:
             rows = reply[0][1]
-        return [_entry(entry_id, fields) for entry_id, fields in rows]
+        return [_entry(stream, entry_id, fields) for entry_id, fields in rows]
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -191,7 +191,7 @@ class Bus:
             deleted = [_id(i) for i in reply[2]] if len(reply) > 2 else []
             if deleted:  # trimmed while pending: nothing left to process
                 await self.client.xack(key, group, *deleted)
-            entries = [_entry(entry_id, fields) for entry_id, fields in rows if fields]
+            entries = [_entry(stream, entry_id, fields) for entry_id, fields in rows if fields]
             if not entries:
                 return Claimed([], [])
             counts = await self._delivery_counts(key, group, consumer, entries)
@@ -248,7 +248,7 @@ class Bus:
             rows: Any = await self.client.xrevrange(self.keys.stream(stream), count=count)
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"read {stream}: {exc}") from exc
-        return [_entry(entry_id, fields) for entry_id, fields in rows]
+        return [_entry(stream, entry_id, fields) for entry_id, fields in rows]
 
     # --- upkeep and figures ------------------------------------------------------------------
 
@@ -321,11 +321,15 @@ def _xadd(key: str, value: bytes) -> tuple[Any, ...]:
     return (b"XADD", key, b"*", K.ENTRY_FIELD, value)
 
 
-def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
+def _entry(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
+    """An entry as read; events are decoded on the streams that carry them (others, such as
+    ``sessions``, hold records their consumer decodes from ``raw``)."""
     raw = (fields or {}).get(K.ENTRY_FIELD, b"")
+    if stream not in K.EVENT_STREAMS:
+        return Entry(_id(entry_id), [], raw=raw)
     try:
         events = unpack(raw) if raw else []
     except msgspec.DecodeError:
-        log.error("bus entry %s does not hold packed events", _id(entry_id))
+        log.error("bus entry %s of %s does not hold packed events", _id(entry_id), stream)
         return Entry(_id(entry_id), [], raw=b"")
     return Entry(_id(entry_id), events, raw=raw)

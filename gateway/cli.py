@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import config as configuration
 from gateway import logs
 from gateway.errors import TouchpointError
+
+if TYPE_CHECKING:
+    from gateway.warehouse.olap import Query, Result
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +84,32 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     imp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     imp.set_defaults(run=cmd_import_logs)
+
+    warehouse = commands.add_parser("warehouse", parents=[common], help="manage the warehouse")
+    warehouse_commands = warehouse.add_subparsers(
+        dest="warehouse_command", required=True, metavar="COMMAND"
+    )
+    migrate = warehouse_commands.add_parser(
+        "migrate", parents=[common], help="apply the schema migrations not applied yet"
+    )
+    migrate.set_defaults(run=cmd_warehouse_migrate)
+
+    olap = commands.add_parser(
+        "olap", parents=[common], help="a cube query on the warehouse (measures x dimensions)"
+    )
+    olap.add_argument("--measures", required=True, help="comma-separated, e.g. events,revenue")
+    olap.add_argument("--dims", default="", help="comma-separated, e.g. day,channel")
+    olap.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="DIM=VALUE[,VALUE]",
+        help="keep rows whose dimension has one of the values (repeat: all must hold)",
+    )
+    olap.add_argument("--from", dest="start", metavar="DATE", help="first day (ISO, inclusive)")
+    olap.add_argument("--to", dest="end", metavar="DATE", help="last day (ISO, exclusive)")
+    olap.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    olap.set_defaults(run=cmd_olap)
     return parser
 
 
@@ -126,27 +156,32 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 async def _agent(config: configuration.Config, name: str) -> int:
-    from gateway.agents import AgentContext
+    from gateway.agents import AGENTS, AgentContext
     from gateway.agents.pool import AgentPool, build
     from gateway.bus import Bus
     from gateway.keys import Keys
     from gateway.redis import connect, redis_url
+    from gateway.warehouse import Warehouse, open_warehouse
 
-    async with redis_url(config) as url:
+    spec = AGENTS.get(name)
+    async with redis_url(config) as url, contextlib.AsyncExitStack() as stack:
         client = connect(url, timeout=config.bus.block + config.redis.timeout)
-        try:
-            bus = Bus(client, Keys(config.redis.prefix), config.bus)
-            pool = AgentPool(build([name], AgentContext(config, client, bus.keys, bus)))
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            pool.start()
-            await stop.wait()
-            log.info("stopping agent %s", name)
-            await pool.stop(grace=config.http.shutdown_timeout)
-        finally:
-            await client.aclose()
+        stack.push_async_callback(client.aclose)
+        warehouse: Warehouse | None = None
+        if spec is not None and spec.needs_warehouse:
+            warehouse = await open_warehouse(config)
+            stack.push_async_callback(warehouse.close)
+            await warehouse.migrate()
+        bus = Bus(client, Keys(config.redis.prefix), config.bus)
+        pool = AgentPool(build([name], AgentContext(config, client, bus.keys, bus, warehouse)))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        pool.start()
+        await stop.wait()
+        log.info("stopping agent %s", name)
+        await pool.stop(grace=config.http.shutdown_timeout)
     return 0
 
 
@@ -187,6 +222,49 @@ def cmd_import_logs(args: argparse.Namespace) -> int:
     summary = _run(importer.import_logs(config, args.files, options))
     print(json.dumps(summary.as_json()) if args.json else summary.text())
     return 0
+
+
+def cmd_warehouse_migrate(args: argparse.Namespace) -> int:
+    config = _load(args)
+    applied = _run(_warehouse_migrate(config))
+    print(f"applied migrations {', '.join(map(str, applied))}" if applied else "up to date")
+    return 0
+
+
+async def _warehouse_migrate(config: configuration.Config) -> list[int]:
+    from gateway.warehouse import open_warehouse
+
+    warehouse = await open_warehouse(config)
+    try:
+        return await warehouse.migrate()
+    finally:
+        await warehouse.close()
+
+
+def cmd_olap(args: argparse.Namespace) -> int:
+    from gateway.warehouse.olap import parse_query
+
+    config = _load(args)
+    query = parse_query(args.measures, args.dims, args.filter, args.start, args.end)
+    result = _run(_olap(config, query))
+    if args.format == "json":
+        print(json.dumps(result.as_json()))
+    elif args.format == "csv":
+        print(result.as_csv(), end="")
+    else:
+        print(result.as_table())
+    return 0
+
+
+async def _olap(config: configuration.Config, query: Query) -> Result:
+    from gateway.warehouse import open_warehouse
+    from gateway.warehouse.olap import run
+
+    warehouse = await open_warehouse(config)
+    try:
+        return await run(warehouse, query, max_rows=config.warehouse.max_rows)
+    finally:
+        await warehouse.close()
 
 
 def tune_gc() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -114,7 +115,26 @@ class BusConfig:
 @dataclass(frozen=True)
 class AgentsConfig:
     #: Agents ``touchpoint serve`` runs in-process (``touchpoint agent NAME`` runs one alone).
-    run: tuple[Name, ...] = ("channel-counts",)
+    run: tuple[Name, ...] = ("channel-counts", "filter", "sessions", "identity", "profile")
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """The collector agents (filter, sessions, identity, profile) and the data mart."""
+
+    #: Seconds an event id is remembered to drop duplicates (filter) and absorb replays
+    #: (sessions, profile).
+    dedup_window: Seconds = 86_400.0
+    #: Seconds of inactivity after which a visit (session) ends.
+    session_timeout: Seconds = 1800.0
+    #: Customers one identifier may glue together; beyond, the link is refused and flagged.
+    max_merges_per_identifier: Positive = 3
+    #: Identifiers one customer may hold; beyond, the link is refused and flagged.
+    max_identifiers: Positive = 50
+    #: Recent items kept per customer and list (viewed, carted, bought).
+    recent_items: Positive = 20
+    #: Seconds between an agent's periodic chores (closing idle sessions, finishing merges).
+    tick_interval: Seconds = 60.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,18 @@ class WarehouseConfig:
     engine: Literal["duckdb", "postgres"] = "duckdb"
     #: PostgreSQL DSN (engine = "postgres"); DuckDB keeps its file under ``data.dir``.
     dsn: Secret = field(default_factory=lambda: Secret(""))
+    #: Key of the hashes that stand for emails and phone numbers; when unset a random one is
+    #: made once and kept under ``data.dir``.
+    pii_key: Secret = field(default_factory=lambda: Secret(None))
+    #: DuckDB: threads running reads (queries), each with its own cursor; writes have one.
+    readers: Positive = 4
+    #: DuckDB: threads one query may use; 0 = one more than the cores (bench/olap.py: DuckDB's
+    #: own default, one per core, made the cube query ~1.6x slower on 2 cores).
+    threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: PostgreSQL: connections in the pool.
+    pool_size: Positive = 10
+    #: Rows an OLAP query may return; a larger result is refused (narrow the query).
+    max_rows: Positive = 100_000
 
 
 @dataclass(frozen=True)
@@ -151,6 +183,16 @@ class SiteConfig:
     cookie_domain: str = ""
     #: Lifetime of the tracker's anonymous-id cookie, in days.
     cookie_days: Positive = 365
+    #: IANA time zone of the site: its visits end at local midnight.
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"timezone: unknown time zone {self.timezone!r} (an IANA name: 'Europe/Paris')"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -175,6 +217,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     bus: BusConfig = field(default_factory=BusConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)

@@ -5,10 +5,13 @@
     ├── EventError             an inbound event that fails validation; names the field
     │   └── TooLarge           a body, batch or event over its size limit
     ├── BusError
-    │   └── BusUnavailable     Redis cannot be reached or did not answer in time (transient)
+    │   ├── BusUnavailable     Redis cannot be reached or did not answer in time (transient)
+    │   └── ScriptError        a data-mart Lua script failed on what it was given (not transient)
     ├── EmbeddedRedisError     the private redis-server could not be found or started
     ├── LogFormatError         (channels.weblog.logformat) no access-log format fits a file
-    └── LogImportError         (channels.weblog.importer) an access-log import cannot go on
+    ├── LogImportError         (channels.weblog.importer) an access-log import cannot go on
+    ├── WarehouseError         the warehouse cannot be opened, migrated, written or read
+    └── OlapError              a cube query names an unknown measure, dimension or filter (400)
 
 Library errors are translated at the edge with ``raise ... from exc`` so callers only ever
 catch these.
@@ -63,5 +66,30 @@ class BusUnavailable(BusError):
     """Redis is unreachable or too slow; the caller may retry later (HTTP 503)."""
 
 
+class ScriptError(BusError):
+    """A Lua script refused its input: retrying the same entry will not help (dead-letter it)."""
+
+
 class EmbeddedRedisError(TouchpointError):
     """The embedded redis-server could not be found or did not start."""
+
+
+class WarehouseError(TouchpointError):
+    """The warehouse (DuckDB file or PostgreSQL server) failed; the message says which and why."""
+
+
+class OlapError(TouchpointError):
+    """A cube query is invalid; ``field`` is the parameter at fault (``measures``, ``dims``...)."""
+
+    status = 400
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(reason)
+
+    def as_json(self) -> dict[str, str]:
+        body = {"error": self.reason}
+        if self.field:
+            body["field"] = self.field
+        return body

@@ -15,8 +15,11 @@ EVENTS = "events"
 FILTERED = "filtered"
 SESSIONIZED = "sessionized"
 IDENTIFIED = "identified"
-#: Finished (and periodically, open) sessions, written by the sessions agent for sync.
+#: Finished sessions (``gateway.datamart.sessions.SessionRecord`` s, packed under ENTRY_FIELD),
+#: written by the sessions agent for sync.
 SESSIONS = "sessions"
+#: Streams whose entries hold packed events (the others hold records of their own).
+EVENT_STREAMS = frozenset({EVENTS, FILTERED, SESSIONIZED, IDENTIFIED})
 #: Streams that exist; `touchpoint bus stats` reports each of them.
 STREAMS = (EVENTS, FILTERED, SESSIONIZED, IDENTIFIED, SESSIONS)
 
@@ -58,3 +61,77 @@ class Keys:
     def channel_counts_seen(self, day: str) -> str:
         """Event ids already counted on ``day`` (UTC date), for idempotent replays."""
         return f"{self.prefix}:{{counts}}:seen:{day}"
+
+    # --- the collector and the data mart ---------------------------------------------------------
+    # Tags: a visitor's open session and its replay map share {v:<site>:<visitor>}; a site's
+    # whole identity graph shares {ig:<site>} (merges are one atomic script); a customer's
+    # profile shares {c:<customer>} (each event is applied by one script on it).
+
+    def filter_seen(self, site: str, window_ms: int, bucket: int) -> str:
+        """Event ids the filter passed in one de-duplication time bucket."""
+        return f"{self.prefix}:{{filter:{site}}}:seen:{window_ms}:{bucket}"
+
+    def open_session(self, site: str, visitor: str) -> str:
+        """A visitor's open session: hash ``v`` (version token), ``s`` (packed state)."""
+        return f"{self.prefix}:{{v:{site}:{visitor}}}:session"
+
+    def session_of_events(self, site: str, visitor: str, bucket: int) -> str:
+        """event id → session id for a visitor's events applied in one time bucket (replays)."""
+        return f"{self.prefix}:{{v:{site}:{visitor}}}:applied:{bucket}"
+
+    def idle_sessions(self) -> str:
+        """Open-session keys scored by when they last saw an event (wall clock, ms)."""
+        return f"{self.prefix}:{{sessions}}:idle"
+
+    def identity(self, site: str) -> str:
+        """Base of a site's identity graph; the identity script derives the names below from it."""
+        return f"{self.prefix}:{{ig:{site}}}"
+
+    def identifier(self, site: str, kind: str, value: str) -> str:
+        """One identifier (kind: email, user_id, ...) → the customer id it belongs to."""
+        return f"{self.identity(site)}:id:{kind}:{value}"
+
+    def identity_customer(self, site: str, customer_id: str) -> str:
+        """Hash: first_seen, identifier counts, merged_into (when folded into another)."""
+        return f"{self.identity(site)}:cust:{customer_id}"
+
+    def customer_identifiers(self, site: str, customer_id: str) -> str:
+        """Set of ``kind:value`` a customer holds."""
+        return f"{self.identity(site)}:ids:{customer_id}"
+
+    def merge_log(self, site: str, customer_id: str) -> str:
+        """List of JSON records: merges and refused links, oldest first."""
+        return f"{self.identity(site)}:log:{customer_id}"
+
+    def merged_from(self, site: str, customer_id: str) -> str:
+        """Set of the customer ids folded into this one."""
+        return f"{self.identity(site)}:from:{customer_id}"
+
+    def identity_flags(self, site: str) -> str:
+        """Hash ``kind:value`` → JSON flag, for identifiers refused as too widely shared."""
+        return f"{self.identity(site)}:flags"
+
+    def identity_links(self, site: str) -> str:
+        """Hash ``kind:value`` → customers the identifier has glued together."""
+        return f"{self.identity(site)}:links"
+
+    def pending_folds(self, site: str) -> str:
+        """Set of ``"<merged> <survivor>"`` whose profiles are not yet folded together."""
+        return f"{self.identity(site)}:folds"
+
+    def profile(self, customer_id: str, part: str) -> str:
+        """One part (``PROFILE_PARTS``) of a customer's profile."""
+        return f"{self.prefix}:{{c:{customer_id}}}:{part}"
+
+    def profile_keys(self, customer_id: str) -> list[str]:
+        return [self.profile(customer_id, part) for part in PROFILE_PARTS]
+
+
+#: The keys of a profile, in the order the profile script takes them: ``p`` (hash: site,
+#: counters, first/last seen, merged_into), ``attr`` (hash: traits, consent, time zone as
+#: JSON with their time), recent ``viewed``/``carted``/``bought`` (zsets: product → time),
+#: ``interests`` (zset: category → score), ``stores`` (zset: store → purchases), ``sessions``
+#: (zset: recent session ids → time), ``done`` (zset: processed event ids → when).
+PROFILE_PARTS = (
+    "p", "attr", "viewed", "carted", "bought", "interests", "stores", "sessions", "done",
+)  # fmt: skip

@@ -164,3 +164,34 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
             need_service("Chromium", f"{chromium} does not start: {exc.message.splitlines()[0]}")
         yield launched
         await launched.close()
+
+
+DATABASE_URL = os.environ.get(
+    "TOUCHPOINT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The service PostgreSQL (``TOUCHPOINT_TEST_DATABASE_URL``), checked once per session.
+
+    Tests work in a schema of their own (``tests/gateway/warehouse/conftest.py``).
+    """
+    import asyncio
+    import concurrent.futures
+
+    try:
+        import asyncpg
+    except ImportError as exc:
+        need_service("PostgreSQL", f"asyncpg is not installed: {exc}")
+
+    async def probe() -> None:
+        connection = await asyncpg.connect(DATABASE_URL, timeout=5)
+        await connection.close()
+
+    try:  # in a thread of its own: no event loop of the tests is touched
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, probe()).result()
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        need_service("PostgreSQL", f"{DATABASE_URL.split('@')[-1]}: {exc}")
+    return DATABASE_URL

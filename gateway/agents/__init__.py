@@ -13,11 +13,15 @@ from types import MappingProxyType
 
 import redis.asyncio as aioredis
 
-from gateway.agents import counts
+from gateway.agents import counts, identity, profile, sessions, sync
+from gateway.agents import filter as filtering
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus
 from gateway.config import Config
-from gateway.keys import Keys
+from gateway.errors import ConfigError
+from gateway.keys import IDENTIFIED, SESSIONS, Keys
+from gateway.warehouse import Warehouse
+from gateway.warehouse.pii import pii_key
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class AgentContext:
     redis: aioredis.Redis
     keys: Keys
     bus: Bus
+    #: Open (and migrated) when the agent's spec says it needs one.
+    warehouse: Warehouse | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,13 @@ class AgentSpec:
     stream: str
     make: Callable[[AgentContext], Handler]
     about: str
+    needs_warehouse: bool = False
+
+
+def _warehouse(ctx: AgentContext) -> Warehouse:
+    if ctx.warehouse is None:
+        raise ConfigError(ctx.config.source, "agents.run", "this agent needs the warehouse")
+    return ctx.warehouse
 
 
 AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
@@ -43,6 +56,40 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
             stream=counts.STREAM,
             make=lambda ctx: counts.handler(ctx.redis, ctx.keys),
             about=counts.__doc__ or "",
+        ),
+        "filter": AgentSpec(
+            stream=filtering.STREAM,
+            make=lambda ctx: filtering.handler(ctx.bus, ctx.config),
+            about=filtering.__doc__ or "",
+        ),
+        "sessions": AgentSpec(
+            stream=sessions.STREAM,
+            make=lambda ctx: sessions.handler(ctx.bus, ctx.config),
+            about=sessions.__doc__ or "",
+        ),
+        "identity": AgentSpec(
+            stream=identity.STREAM,
+            make=lambda ctx: identity.handler(ctx.bus, ctx.config),
+            about=identity.__doc__ or "",
+        ),
+        "profile": AgentSpec(
+            stream=profile.STREAM,
+            make=lambda ctx: profile.handler(ctx.bus, ctx.config),
+            about=profile.__doc__ or "",
+        ),
+        "sync": AgentSpec(
+            stream=IDENTIFIED,
+            make=lambda ctx: sync.events_handler(
+                _warehouse(ctx), ctx.redis, ctx.keys, pii_key(ctx.config)
+            ),
+            about=sync.__doc__ or "",
+            needs_warehouse=True,
+        ),
+        "sync-sessions": AgentSpec(
+            stream=SESSIONS,
+            make=lambda ctx: sync.sessions_handler(_warehouse(ctx)),
+            about=sync.__doc__ or "",
+            needs_warehouse=True,
         ),
     }
 )

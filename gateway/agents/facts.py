@@ -15,6 +15,9 @@ from gateway.events import Event
 
 Row = dict[str, Any]
 
+#: The fact tables one batch of events loads.
+FACT_TABLES: Final = ("fact_event", "fact_sale", "fact_message")
+
 #: Outcome events of messages (email, push) and the status each records.
 MESSAGE_STATUSES: Final = {
     "Email Sent": "sent",

@@ -30,9 +30,10 @@ from gateway.config import Config
 from gateway.errors import BusUnavailable
 from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis, check_version, connect
-from gateway.web import dashboard, health, ingest
+from gateway.web import customers, dashboard, health, ingest, olap
 from gateway.web.auth import admin_token
 from gateway.web.errors import error_middleware
+from gateway.web.olap import warehouse_ctx
 from gateway.web.state import (
     ADMIN_TOKEN,
     AGENTS,
@@ -42,6 +43,7 @@ from gateway.web.state import (
     EMBEDDED,
     PUBLISHER,
     REDIS,
+    WAREHOUSE,
     Counters,
 )
 
@@ -55,10 +57,13 @@ def create_app(config: Config) -> web.Application:
     app[COUNTERS] = Counters()
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(bus_ctx)
+    app.cleanup_ctx.append(warehouse_ctx)
     app.cleanup_ctx.append(agents_ctx)
     health.setup(app)
     ingest.setup(app)
     dashboard.setup(app)
+    customers.setup(app)
+    olap.setup(app)
     for adapter in adapters():
         adapter.setup(app)
     return app
@@ -118,7 +123,7 @@ async def _trim_forever(bus: Bus) -> None:
 
 async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    ctx = AgentContext(config, app[REDIS], app[BUS].keys, app[BUS])
+    ctx = AgentContext(config, app[REDIS], app[BUS].keys, app[BUS], app.get(WAREHOUSE))
     pool = AgentPool(build(config.agents.run, ctx))
     pool.start()
     app[AGENTS] = pool

@@ -7,6 +7,7 @@ Pages: overview (live events per minute by channel, today's figures), OLAP explo
 from __future__ import annotations
 
 import hmac
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from gateway.agents import counts
 from gateway.errors import BusUnavailable
+from gateway.warehouse import olap
 from gateway.web.auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -37,6 +39,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/dashboard/login", login_form)
     app.router.add_post("/dashboard/login", login)
     app.router.add_post("/dashboard/logout", logout)
+    app.router.add_get("/dashboard/olap", olap_explorer)
     app.router.add_get("/dashboard/agents", agents)
     app.router.add_get("/v1/dashboard/live", live)
     app.router.add_static("/dashboard/static", STATIC, name="dashboard_static", append_version=True)
@@ -101,6 +104,21 @@ def _safe_next(target: str | None) -> str:
 async def overview(request: web.Request) -> web.Response:
     page_guard(request)
     return render(request, "overview.html")
+
+
+async def olap_explorer(request: web.Request) -> web.Response:
+    page_guard(request)
+    today = date.today()
+    return render(
+        request,
+        "olap.html",
+        measures=list(olap.MEASURES),
+        dimensions=list(olap.DIMENSIONS),
+        chosen_measures=request.query.getall("measure", ["events", "visitors", "revenue"]),
+        chosen_dims=request.query.getall("dim", ["day"]),
+        date_from=(today - timedelta(days=30)).isoformat(),
+        date_to=(today + timedelta(days=1)).isoformat(),
+    )
 
 
 async def live(request: web.Request) -> web.Response:

@@ -1,0 +1,126 @@
+"""sync: the converter from the collector's streams into the warehouse.
+
+``sync`` reads the identified events and loads ``fact_event``, ``fact_sale`` and
+``fact_message``, then the profile snapshots of the customers the batch touched into
+``dim_customer`` (emails and phone numbers as keyed hashes only). ``sync-sessions`` loads
+finished sessions into ``fact_session``. Loads are idempotent on the tables' keys, so a crash
+between the warehouse write and the ack adds nothing on replay; the runtime reads the next batch
+only once this one is written (backpressure), and the group's lag is the sync's lag.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from gateway.agents.facts import FACT_TABLES, Row, date_key, facts
+from gateway.agents.runtime import Handler
+from gateway.bus import Entry
+from gateway.datamart import profiles
+from gateway.datamart.profiles import Profile
+from gateway.datamart.sessions import SessionRecord, unpack_records
+from gateway.keys import Keys
+from gateway.warehouse import Warehouse
+from gateway.warehouse.pii import split_traits
+
+#: Traits that name a person: never copied into the warehouse, hashed or not.
+NAME_TRAITS = frozenset({"name", "firstName", "lastName", "first_name", "last_name", "address"})
+
+
+def events_handler(
+    warehouse: Warehouse, redis: aioredis.Redis, keys: Keys, pii_key: bytes
+) -> Handler:
+    async def sync(entries: Sequence[Entry]) -> None:
+        events = [e for entry in entries for e in entry.events]
+        rows = facts(events)
+        for table in FACT_TABLES:
+            if rows[table]:
+                await warehouse.insert(table, rows[table])
+        customers = sorted({e.customer_id for e in events if e.customer_id})
+        snapshots = []
+        for customer in customers:
+            profile = await profiles.get_profile(redis, keys, customer)
+            if profile is not None:
+                snapshots.extend(customer_rows(profile, pii_key))
+        if snapshots:
+            await warehouse.upsert("dim_customer", _unique(snapshots))
+
+    return sync
+
+
+def sessions_handler(warehouse: Warehouse) -> Handler:
+    async def sync(entries: Sequence[Entry]) -> None:
+        rows = [session_row(r) for entry in entries for r in unpack_records(entry.raw)]
+        if rows:
+            # A session re-published with more events (an open one flushed, then closed)
+            # replaces its earlier row.
+            await warehouse.upsert("fact_session", _unique(rows, key="session_id"))
+
+    return sync
+
+
+def customer_rows(profile: Profile, pii_key: bytes) -> list[Row]:
+    """The survivor's ``dim_customer`` row, and one per customer folded into it."""
+    traits = {name: t.value for name, t in profile.traits.items() if name not in NAME_TRAITS}
+    emails = [i.partition(":")[2] for i in profile.identifiers if i.startswith("email:")]
+    if emails and "email" not in traits:
+        traits["email"] = emails[0]
+    kept, email_hash, phone_hash = split_traits(pii_key, traits)
+    erp = [i.partition(":")[2] for i in profile.identifiers if i.startswith("erp_party_id:")]
+    now = datetime.now(UTC)
+    row = {
+        "customer_id": profile.customer_id,
+        "email_hash": email_hash,
+        "phone_hash": phone_hash,
+        "erp_party_id": erp[0] if erp else None,
+        "merged_into": None,
+        "first_seen": profile.first_seen,
+        "last_seen": profile.last_seen,
+        "traits": json.dumps(kept, default=str),
+        "counters": json.dumps(msgspec.to_builtins(profile.counters)),
+        "updated_at": now,
+    }
+    folded = [
+        {**row, "customer_id": merged, "merged_into": profile.customer_id, "traits": "{}",
+         "counters": "{}", "email_hash": None, "phone_hash": None, "erp_party_id": None}
+        for merged in profile.merged_from
+    ]  # fmt: skip
+    return [row, *folded]
+
+
+def session_row(record: SessionRecord) -> Row:
+    return {
+        "session_id": record.session_id,
+        "site": record.site,
+        "channel": record.channel,
+        "customer_id": record.customer_id,
+        "anonymous_id": record.anonymous_id,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "date_key": date_key(record.started_at),
+        "landing_page": record.landing_page,
+        "referrer_class": record.referrer_class,
+        "campaign": record.campaign.get("name"),
+        "page_views": record.pages,
+        "events": record.events,
+        "duration_s": record.duration,
+        "bounced": record.bounced,
+        "converted": record.converted,
+        "device_type": record.device_type,
+        "browser": record.browser,
+        "os": record.os,
+        "country": None,
+    }
+
+
+def _unique(rows: list[Row], key: str = "customer_id") -> list[Row]:
+    """The last row per key (one statement must not name a key twice)."""
+    by_key: dict[Any, Row] = {}
+    for row in rows:
+        by_key[row[key]] = row
+    return list(by_key.values())
