@@ -115,7 +115,15 @@ class BusConfig:
 @dataclass(frozen=True)
 class AgentsConfig:
     #: Agents ``touchpoint serve`` runs in-process (``touchpoint agent NAME`` runs one alone).
-    run: tuple[Name, ...] = ("channel-counts", "filter", "sessions", "identity", "profile")
+    run: tuple[Name, ...] = (
+        "channel-counts",
+        "filter",
+        "sessions",
+        "identity",
+        "profile",
+        "sync",
+        "sync-sessions",
+    )
 
 
 @dataclass(frozen=True)

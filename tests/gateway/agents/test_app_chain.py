@@ -24,7 +24,7 @@ async def test_posted_events_reach_the_data_mart(
     aiohttp_client: Any, make_config: Callable[..., Config], service_redis_url: str, prefix: str
 ) -> None:
     config = make_config(service_redis_url, prefix, "[bus]\nblock = 0.05")
-    assert config.agents.run == ("channel-counts", "filter", "sessions", "identity", "profile")
+    assert "profile" in config.agents.run
     client = await aiohttp_client(create_app(config))
     redis, keys = client.app[REDIS], client.app[BUS].keys
     batch = {
