@@ -56,7 +56,7 @@ const dashboard = (() => {
     const series = measures.map(m => result.rows.map(r => r[result.columns.indexOf(m)]));
     new uPlot({
       width: chartEl.clientWidth || 900, height: 300,
-      scales: {x: {time: false}},
+      scales: {x: {time: false, range: [-0.5, xs.length - 0.5]}},
       series: [{}].concat(measures.map((m, i) => ({label: m, stroke: COLORS[i % COLORS.length], width: 2,
                                                    paths: uPlot.paths.bars({size: [0.6, 60]}), fill: COLORS[i % COLORS.length] + "55"}))),
       axes: [{values: (u, ticks) => ticks.map(t => labels[t] ?? ""), rotate: -30}, {}],
