@@ -128,6 +128,16 @@ FACTS: Final[dict[str, Fact]] = {
         },
         where="f.is_bot IS NOT TRUE",
     ),
+    # Bots are kept for reports, out of every other measure.
+    "fact_event_bots": Fact(
+        "fact_event",
+        {
+            **_shared("ts"),
+            **_columns("channel", "site", "category", "campaign", *_VISIT),
+            **_columns(store="store_id", product="sku"),
+        },
+        where="f.is_bot",
+    ),
     "fact_session": Fact(
         "fact_session",
         {**_shared("started_at"), **_columns("channel", "site", "campaign", *_VISIT)},
@@ -161,6 +171,7 @@ MEASURES: Final[dict[str, Measure]] = {
     "visitors": Measure(
         "fact_event", "count(DISTINCT coalesce(f.customer_id, f.anonymous_id))", "count"
     ),
+    "bot_events": Measure("fact_event_bots", "count(*)", "count"),
     "sessions": Measure("fact_session", "count(*)", "count"),
     "bounce_rate": Measure("fact_session", _share("bounced"), "ratio"),
     "conversion_rate": Measure("fact_session", _share("converted"), "ratio"),
