@@ -1,7 +1,7 @@
 """Local secrets made once: a random key kept in a file under ``data.dir`` (mode 0600).
 
-Used where a setting may be left unset yet every run must agree on the value (the warehouse's
-PII hashing key; the access-log importer's visitor salt follows the same pattern).
+Used where a setting may be left unset yet every run must agree on the value: the warehouse's
+PII hashing key, the access-log importer's visitor salt.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import bz2
-import contextlib
 import gzip
 import hashlib
 import io
@@ -25,7 +24,6 @@ import itertools
 import json
 import lzma
 import os
-import secrets
 import sys
 import time
 import zlib
@@ -52,6 +50,7 @@ from gateway.bus import Bus
 from gateway.config import Config
 from gateway.errors import BusUnavailable, TouchpointError
 from gateway.events import Event, pack
+from gateway.keyfile import local_key
 from gateway.keys import EVENTS, Keys
 from gateway.redis import connect, redis_url
 
@@ -294,15 +293,7 @@ def visitor_key(config: Config) -> bytes:
     else:
         path = config.data_dir / "visitor-salt"
         try:
-            if not path.exists():  # written aside, then linked: nobody reads it half written
-                path.parent.mkdir(parents=True, exist_ok=True)
-                draft = path.with_name(f".visitor-salt-{os.getpid()}")
-                draft.touch(mode=0o600)
-                draft.write_text(secrets.token_hex(32))
-                with contextlib.suppress(FileExistsError):
-                    os.link(draft, path)
-                draft.unlink()
-            salt = path.read_bytes().strip()
+            salt = local_key(path)
         except OSError as exc:
             raise LogImportError(f"{path}: cannot make or read the visitor salt: {exc}") from exc
     return salt if len(salt) <= 64 else hashlib.blake2b(salt).digest()
