@@ -4,12 +4,14 @@ Start-up order (teardown runs in reverse, each step only if its setup finished):
 
 1. Redis: the embedded redis-server (when ``redis.url`` is empty) and the client.
 2. Bus: the publisher (group commit) and the retention trimmer.
-3. Agents: those listed in ``agents.run``, as supervised tasks.
+3. Warehouse: DuckDB or PostgreSQL, migrated.
+4. Agents: those listed in ``agents.run``, as supervised tasks.
 
 On SIGTERM aiohttp stops accepting connections and lets in-flight requests finish (up to
-``http.shutdown_timeout``); then the agents finish the batch in hand and stop, the publisher
-flushes what it holds, the client closes and the embedded redis-server shuts down (SIGTERM: it
-fsyncs its append-only file). A request answered 2xx had its events in Redis before the answer.
+``http.shutdown_timeout``); then the agents finish the batch in hand and stop, the warehouse
+closes (DuckDB's writer finishes its queue), the publisher flushes what it holds, the client
+closes and the embedded redis-server shuts down (SIGTERM: it fsyncs its append-only file). A
+request answered 2xx had its events in Redis before the answer.
 """
 
 from __future__ import annotations
