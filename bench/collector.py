@@ -12,8 +12,10 @@ sync-sessions (not channel-counts: it only counts into Redis; ``--agents`` adds 
 process as ``touchpoint serve`` runs them: :class:`gateway.agents.pool.AgentPool` over
 :func:`gateway.agents.pool.build`, with an :class:`~gateway.agents.AgentContext` holding an
 opened, migrated warehouse and the gateway's default ``[bus]`` settings (``batch`` = 200
-entries per read). The clock runs from the pool's start until every group has nothing pending
-or lagging and ``fact_event`` holds every event; events/s = events published / that time.
+entries per read). Publishing is not timed: the clock runs from the pool's start until every
+group has nothing pending or lagging and ``fact_event`` holds every event; events/s = events
+published / that time. Per agent it also prints the entries and events it handled, the wall time
+spent inside its handler (awaits included) and when its last batch ended.
 Afterwards ``fact_event`` is checked to hold the events published minus the duplicates, with
 the bots flagged, and ``fact_sale`` every order line. Once on DuckDB (a temp dir) and once on
 PostgreSQL (``TOUCHPOINT_TEST_DATABASE_URL``, default the loopback server, in a fresh schema
@@ -88,20 +90,20 @@ def traffic(visitors: int, seed: int = 7) -> list[Event]:
         if bot:
             context = {**context, "bot": True}
         common = {"channel": "web", "site": "demo", "anonymous_id": f"v{v}", "context": context}
-        steps: list[tuple[str, str | None, dict[str, object], dict[str, object]]] = []
+        steps: list[tuple[str, str | None, dict[str, Any], dict[str, Any]]] = []
         for _ in range(rng.randint(4, 12)):
             product = f"P{rng.randint(1, 500)}"
             kind = rng.random()
             if kind < 0.4:
                 steps.append(("page", None, {"url": f"https://shop.example/p/{product}"}, {}))
             elif kind < 0.8:
-                props = {"product_id": product, "category": f"cat{int(product[1:]) % 20}"}
-                steps.append(("track", "Product Viewed", props, {}))
+                viewed = {"product_id": product, "category": f"cat{int(product[1:]) % 20}"}
+                steps.append(("track", "Product Viewed", viewed, {}))
             else:
                 steps.append(("track", "Product Added", {"product_id": product, "price": 9.5}, {}))
         if rng.random() < 0.33:
-            traits = {"email": f"user{v % (visitors // 2 + 1)}@example.com", "name": f"U{v}"}
-            steps.append(("identify", None, {}, traits))
+            signed = {"email": f"user{v % (visitors // 2 + 1)}@example.com", "name": f"U{v}"}
+            steps.append(("identify", None, {}, signed))
             if rng.random() < 0.5:
                 products = [{"product_id": "P1", "price": 20.0, "quantity": 2, "category": "cat1"}]
                 steps.append(("track", "Order Completed", {"products": products}, {}))
@@ -214,7 +216,7 @@ def visit(
             people[v] = people[v - 1] if same else (f"u{v}", f"user{v}@example.com")
         steps.append(("identify", None, {}, {"email": people[v][1], "name": f"User {v}"}))
         if rng.random() < 0.4:
-            products = [
+            products: list[dict[str, Any]] = [
                 {
                     "product_id": f"P{p}",
                     "sku": f"SKU-{p}",
@@ -334,11 +336,15 @@ async def count(warehouse: Warehouse, sql: str) -> int:
 
 
 async def until_loaded(
-    bus: Bus, warehouse: Warehouse, groups: Sequence[tuple[str, str]], expected: int
+    bus: Bus, warehouse: Warehouse, agents: Sequence[Agent], expected: int
 ) -> None:
-    """Poll (every 20 ms) until every group is drained and ``fact_event`` has ``expected`` rows."""
+    """Poll (every 20 ms) until every group is drained and ``fact_event`` has ``expected`` rows.
+
+    Fails when an agent dead-letters entries: their events can never reach the warehouse."""
     while True:
-        if all([await drained(bus, s, g) for s, g in groups]) and (
+        if lost := [f"{a.name}: {a.stats.last_error}" for a in agents if a.stats.dead_lettered]:
+            raise RuntimeError(f"entries dead-lettered, the run cannot finish ({'; '.join(lost)})")
+        if all([await drained(bus, a.stream, a.name) for a in agents]) and (
             await count(warehouse, f"{COUNT} fact_event") >= expected
         ):
             return
@@ -360,9 +366,8 @@ async def end_to_end(
     try:
         await warehouse.migrate()
         agents = build(names, AgentContext(config, client, bus.keys, bus, warehouse))
-        groups = [(agent.stream, agent.name) for agent in agents]
-        for stream, group in groups:
-            await bus.ensure_group(stream, group)
+        for agent in agents:
+            await bus.ensure_group(agent.stream, agent.name)
         for i in range(0, len(shop.entries), 500):
             await bus.publish_many(K.EVENTS, shop.entries[i : i + 500])
         timed = {agent.name: Timed(agent.handler) for agent in agents}
@@ -372,9 +377,11 @@ async def end_to_end(
         expected = shop.published - shop.duplicates
         began, wall = time.perf_counter(), time.time()
         pool.start()
-        await asyncio.wait_for(until_loaded(bus, warehouse, groups, expected), timeout=1200)
-        took = time.perf_counter() - began
-        await pool.stop()
+        try:
+            await asyncio.wait_for(until_loaded(bus, warehouse, agents, expected), timeout=900)
+        finally:
+            took = time.perf_counter() - began
+            await pool.stop()
         run = Run(engine, took, shop.published)
         for agent in agents:
             s = agent.stats
@@ -574,6 +581,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--engines", default="duckdb,postgres", help="end to end: warehouses")
     parser.add_argument("--agents", default=",".join(PIPELINE), help="end to end: agents run")
     args = parser.parse_args(argv)
+    if unknown := set(args.engines.split(",")) - {"duckdb", "postgres"}:
+        parser.error(f"--engines: unknown {', '.join(sorted(unknown))} (duckdb, postgres)")
     tune_gc()
     with asyncio.Runner(loop_factory=new_loop) as runner:
         if args.per_agent:

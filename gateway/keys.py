@@ -49,6 +49,16 @@ class Keys:
         """The client ``messageId`` s a site published in one de-duplication time bucket."""
         return f"{self.prefix}:seen:{site}:{window_ms}:{bucket}"
 
+    # --- the sync agent ------------------------------------------------------------------------
+
+    def sync_touched(self) -> str:
+        """Customers whose profile changed since the sync agent's last snapshot."""
+        return f"{self.prefix}:{{sync}}:touched"
+
+    def sync_touched_taken(self) -> str:
+        """The touched set a snapshot is working through (same slot, for RENAME)."""
+        return f"{self.prefix}:{{sync}}:touched:taken"
+
     # --- the built-in channel-counts agent -------------------------------------------------------
 
     def channel_counts(self) -> str:

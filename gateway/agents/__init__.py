@@ -79,8 +79,12 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
         ),
         "sync": AgentSpec(
             stream=IDENTIFIED,
-            make=lambda ctx: sync.events_handler(
-                _warehouse(ctx), ctx.redis, ctx.keys, pii_key(ctx.config)
+            make=lambda ctx: sync.EventsSync(
+                _warehouse(ctx),
+                ctx.redis,
+                ctx.keys,
+                pii_key(ctx.config),
+                ctx.config.collector.tick_interval,
             ),
             about=sync.__doc__ or "",
             needs_warehouse=True,

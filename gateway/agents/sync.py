@@ -1,7 +1,7 @@
 """sync: the converter from the collector's streams into the warehouse.
 
 ``sync`` reads the identified events and loads ``fact_event``, ``fact_sale`` and
-``fact_message``, then the profile snapshots of the customers the batch touched into
+``fact_message``; on its tick it snapshots the profiles of the customers touched since into
 ``dim_customer`` (emails and phone numbers as keyed hashes only). ``sync-sessions`` loads
 finished sessions into ``fact_session``. Loads are idempotent on the tables' keys, so a crash
 between the warehouse write and the ack adds nothing on replay; the runtime reads the next batch
@@ -22,35 +22,70 @@ from gateway.agents.facts import FACT_TABLES, Row, date_key, facts
 from gateway.agents.runtime import Handler
 from gateway.bus import Entry
 from gateway.datamart import profiles
+from gateway.datamart.lua import text
 from gateway.datamart.profiles import Profile
 from gateway.datamart.sessions import SessionRecord, unpack_records
 from gateway.keys import Keys
 from gateway.warehouse import Warehouse
 from gateway.warehouse.pii import split_traits
 
+#: Customers snapshotted per round trip group on a tick.
+SNAPSHOT_BATCH = 2000
+
 #: Traits that name a person: never copied into the warehouse, hashed or not.
 NAME_TRAITS = frozenset({"name", "firstName", "lastName", "first_name", "last_name", "address"})
 
 
-def events_handler(
-    warehouse: Warehouse, redis: aioredis.Redis, keys: Keys, pii_key: bytes
-) -> Handler:
-    async def sync(entries: Sequence[Entry]) -> None:
+class EventsSync:
+    """The ``sync`` handler: facts per batch; customer snapshots on its tick.
+
+    A batch's customers are only noted (one SADD); every ``collector.tick_interval`` the noted
+    set is renamed aside (atomically: later batches note into a fresh one), their profiles are
+    read in three round trips and upserted into ``dim_customer``, and the set is dropped. A
+    crash leaves the renamed set, which the next tick takes first.
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        redis: aioredis.Redis,
+        keys: Keys,
+        pii_key: bytes,
+        tick_interval: float,
+    ) -> None:
+        self.warehouse = warehouse
+        self.redis = redis
+        self.keys = keys
+        self.pii_key = pii_key
+        self.tick_interval = tick_interval
+
+    async def __call__(self, entries: Sequence[Entry]) -> None:
         events = [e for entry in entries for e in entry.events]
         rows = facts(events)
         for table in FACT_TABLES:
             if rows[table]:
-                await warehouse.insert(table, rows[table])
-        customers = sorted({e.customer_id for e in events if e.customer_id})
-        snapshots = []
-        for customer in customers:
-            profile = await profiles.get_profile(redis, keys, customer)
-            if profile is not None:
-                snapshots.extend(customer_rows(profile, pii_key))
-        if snapshots:
-            await warehouse.upsert("dim_customer", _unique(snapshots))
+                await self.warehouse.insert(table, rows[table])
+        customers = {e.customer_id for e in events if e.customer_id}
+        if customers:
+            await self.redis.sadd(self.keys.sync_touched(), *customers)
 
-    return sync
+    async def _some(self, key: str) -> list[Any]:
+        members = await self.redis.srandmember(key, SNAPSHOT_BATCH)
+        return members if isinstance(members, list) else []
+
+    async def tick(self) -> None:
+        """Snapshot the profiles of the customers noted since the last tick."""
+        touched, taking = self.keys.sync_touched(), self.keys.sync_touched_taken()
+        if not await self.redis.exists(taking):
+            if not await self.redis.exists(touched):
+                return
+            await self.redis.rename(touched, taking)
+        while ids := [text(i) for i in await self._some(taking)]:
+            found = await profiles.get_profiles(self.redis, self.keys, ids)
+            rows = [row for p in found.values() for row in customer_rows(p, self.pii_key)]
+            if rows:
+                await self.warehouse.upsert("dim_customer", _unique(rows))
+            await self.redis.srem(taking, *ids)
 
 
 def sessions_handler(warehouse: Warehouse) -> Handler:

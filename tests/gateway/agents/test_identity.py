@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway import keys as K
-from gateway.datamart.profiles import explain, find_customer, get_profile
+from gateway.datamart.profiles import explain, find_customer, get_profile, get_profiles
 from tests.gateway.agents.chain import Chain, by_id, ev
 
 VIEW = {"product_id": "P1", "category": "shoes"}
@@ -101,6 +101,8 @@ async def test_two_known_customers_merge_and_the_merge_is_explained(chain: Chain
     assert [i.product_id for i in profile.bought] == ["P1"] and profile.preferred_store == "S-12"
     assert not await chain.client.exists(chain.keys.profile(card, "bought"))  # folded away
     assert not await chain.client.scard(chain.keys.pending_folds("demo"))
+    batched = await get_profiles(chain.client, chain.keys, [alice, card, "c_nobody"])
+    assert batched == {alice: profile, card: profile}  # as one by one; the merged id resolves
 
 
 async def test_a_test_email_does_not_glue_ten_visitors_together(chain: Chain) -> None:
