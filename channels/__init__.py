@@ -13,6 +13,7 @@ from channels.base import ChannelAdapter
 
 def adapters() -> list[ChannelAdapter]:
     """Every channel the app serves."""
+    from channels.pos import PosChannel
     from channels.weblog import WebChannel
 
-    return [WebChannel()]
+    return [WebChannel(), PosChannel()]

@@ -85,6 +85,18 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     imp.set_defaults(run=cmd_import_logs)
 
+    pos = commands.add_parser(
+        "import-pos", parents=[common], help="import a till export (CSV or NDJSON) as store sales"
+    )
+    pos.add_argument("file", metavar="FILE", help="the export, plain or gzip")
+    pos.add_argument(
+        "--format", choices=("csv", "ndjson"), help="default: from the file name (.csv, .ndjson)"
+    )
+    pos.add_argument("--mapping", metavar="NAME", help="CSV column mapping (default: lines)")
+    pos.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    pos.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    pos.set_defaults(run=cmd_import_pos)
+
     warehouse = commands.add_parser("warehouse", parents=[common], help="manage the warehouse")
     warehouse_commands = warehouse.add_subparsers(
         dest="warehouse_command", required=True, metavar="COMMAND"
@@ -220,6 +232,23 @@ def cmd_import_logs(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     summary = _run(importer.import_logs(config, args.files, options))
+    print(json.dumps(summary.as_json()) if args.json else summary.text())
+    return 0
+
+
+def cmd_import_pos(args: argparse.Namespace) -> int:
+    from channels.pos import importer
+
+    config = _load(args)
+    summary = _run(
+        importer.import_pos(
+            config,
+            args.file,
+            format=args.format,
+            mapping=args.mapping,
+            progress=not args.no_progress,
+        )
+    )
     print(json.dumps(summary.as_json()) if args.json else summary.text())
     return 0
 

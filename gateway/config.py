@@ -218,6 +218,42 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class PosConfig:
+    #: Seconds a till's signed request may be away from the gateway's clock (either way); its
+    #: nonce is remembered twice as long, so a replay is refused for as long as it could pass.
+    timestamp_window: Seconds = 300.0
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    #: HMAC-SHA256 keys of a till; each one is valid, so a key is rotated by adding the next
+    #: one, moving the till to it, then removing the old one. None set: the till cannot sign.
+    keys: tuple[Secret, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    #: The site (``[sites.NAME]``) whose customers and reports the store's sales join.
+    site: Name
+    #: For people: reports and the dashboard.
+    name: str = ""
+    #: IANA time zone of the store: a till's local time without an offset is read in it.
+    timezone: str = "UTC"
+    #: ISO 4217 code of a transaction that does not name its currency.
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")] = "EUR"
+    #: The store's tills, by terminal id (unique across stores: the id alone names the till).
+    terminals: Mapping[Name, TerminalConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"timezone: unknown time zone {self.timezone!r} (an IANA name: 'Europe/Paris')"
+            ) from None
+
+
+@dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -231,6 +267,8 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sites: Mapping[Name, SiteConfig] = field(default_factory=dict)
+    pos: PosConfig = field(default_factory=PosConfig)
+    stores: Mapping[Name, StoreConfig] = field(default_factory=dict)
     #: The file this was loaded from (for messages); not a setting.
     source: str = field(default="<defaults>", compare=False)
 
@@ -274,7 +312,25 @@ def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
         config = msgspec.convert(data, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise _config_error(source, exc) from None
+    _check_stores(config, source)
     return dataclasses.replace(config, source=source)
+
+
+def _check_stores(config: Config, source: str) -> None:
+    """A store names a configured site; a terminal id names one till in all stores."""
+    owners: dict[str, str] = {}
+    for name, store in config.stores.items():
+        if store.site not in config.sites:
+            known = ", ".join(sorted(config.sites)) or "none"
+            raise ConfigError(source, f"stores.{name}.site", f"no site {store.site!r} ({known})")
+        for terminal in store.terminals:
+            if terminal in owners:
+                raise ConfigError(
+                    source,
+                    f"stores.{name}.terminals.{terminal}",
+                    f"terminal id already used by store {owners[terminal]!r} (ids are unique)",
+                )
+            owners[terminal] = name
 
 
 # --- the walk over dataclass fields -------------------------------------------------------------
@@ -337,6 +393,10 @@ def _resolve_secrets(
         dotted = f"{prefix}{key}"
         if hint is Secret:
             data[key] = _secret(value, dotted, source, env)
+        elif _is_secrets(hint):
+            if not isinstance(value, list):
+                raise ConfigError(source, dotted, 'expected a list of strings or { env = "NAME" }')
+            data[key] = [_secret(v, f"{dotted}[{i}]", source, env) for i, v in enumerate(value)]
         elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
             _resolve_secrets(value, hint, dotted + ".", source, env)
         elif (inner := _mapping_value(hint)) is not None and isinstance(value, dict):
@@ -346,6 +406,11 @@ def _resolve_secrets(
                     if isinstance(item, dict):
                         _resolve_secrets(item, inner, f"{dotted}.{name}.", source, env)
                     _validate(item, inner, f"{dotted}.{name}", source)
+
+
+def _is_secrets(hint: Any) -> bool:
+    """``tuple[Secret, ...]``: several secrets, e.g. a till's current and next key."""
+    return typing.get_origin(hint) is tuple and typing.get_args(hint)[:1] == (Secret,)
 
 
 def _secret(value: Any, key: str, source: str, env: Mapping[str, str]) -> Secret:

@@ -49,6 +49,12 @@ class Keys:
         """The client ``messageId`` s a site published in one de-duplication time bucket."""
         return f"{self.prefix}:seen:{site}:{window_ms}:{bucket}"
 
+    # --- the store channel ---------------------------------------------------------------------
+
+    def pos_nonce(self, terminal: str, nonce: str) -> str:
+        """A nonce a till used (replay protection); single-key commands only, no hash tag."""
+        return f"{self.prefix}:pos:nonce:{terminal}:{nonce}"
+
     # --- the sync agent ------------------------------------------------------------------------
 
     def sync_touched(self) -> str:
