@@ -1,4 +1,5 @@
-"""Every error leaves as JSON with a clear status: 4xx for bad input, 503 when Redis is away."""
+"""Every error leaves as JSON with a clear status: 4xx for bad input, 503 when Redis or the
+warehouse is away."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.errors import BusUnavailable, EventError
+from gateway.errors import BusUnavailable, EventError, WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +27,15 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     """The JSON answer for ``exc``; re-raises what is not an error (a redirect)."""
     if isinstance(exc, EventError):
         return web.json_response(exc.as_json(), status=exc.status)
-    if isinstance(exc, BusUnavailable):
+    if isinstance(exc, BusUnavailable | RedisConnectionError | RedisTimeoutError):
         log.warning("%s %s: 503: %s", request.method, request.path, exc)
         response = json_error(503, "event bus unavailable, retry later", detail=str(exc))
         response.headers["Retry-After"] = "1"
+        return response
+    if isinstance(exc, WarehouseError):
+        log.warning("%s %s: 503: %s", request.method, request.path, exc)
+        response = json_error(503, "warehouse unavailable, retry later", detail=str(exc))
+        response.headers["Retry-After"] = "5"
         return response
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:

@@ -161,6 +161,10 @@ async def test_redis_unreachable_gives_503_then_recovers_by_itself(
         ready = await client.get("/readyz")
         assert ready.status == 503
         assert (await ready.json())["checks"]["redis"] is False
+        admin = {"Authorization": f"Bearer {client.app[ADMIN_TOKEN]}"}
+        customer = await client.get("/v1/customers/c_someone", headers=admin)
+        assert customer.status == 503  # the data mart is away: not a 500
+        assert "unavailable" in (await customer.json())["error"]
 
     await proxy.start()
     await eventually(lambda: _status(client.post("/v1/events", json=track(3), headers=AUTH), 200))
