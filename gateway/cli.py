@@ -106,6 +106,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=cmd_warehouse_migrate)
 
+    erp = commands.add_parser("erp", parents=[common], help="the ERP connector")
+    erp_commands = erp.add_subparsers(dest="erp_command", required=True, metavar="COMMAND")
+    erp_sync = erp_commands.add_parser(
+        "sync",
+        parents=[common],
+        help="sync from the ERP now, in this process (DuckDB: with the gateway stopped)",
+    )
+    erp_sync.add_argument(
+        "--entity", choices=("stores", "products", "stock"), help="one entity (default: all)"
+    )
+    erp_sync.add_argument("--full", action="store_true", help="from the start, not the cursor")
+    erp_sync.set_defaults(run=cmd_erp_sync)
+    erp_status = erp_commands.add_parser(
+        "status", parents=[common], help="when each entity last synced, and whether it is stale"
+    )
+    erp_status.add_argument("--json", action="store_true", help="print one JSON object")
+    erp_status.set_defaults(run=cmd_erp_status)
+
     olap = commands.add_parser(
         "olap", parents=[common], help="a cube query on the warehouse (measures x dimensions)"
     )
@@ -268,6 +286,25 @@ async def _warehouse_migrate(config: configuration.Config) -> list[int]:
         return await warehouse.migrate()
     finally:
         await warehouse.close()
+
+
+def cmd_erp_sync(args: argparse.Namespace) -> int:
+    from gateway.erp.cli import sync
+
+    config = _load(args)
+    results = _run(sync(config, [args.entity] if args.entity else None, full=args.full))
+    for result in results:
+        print(json.dumps(result.as_json()))
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_erp_status(args: argparse.Namespace) -> int:
+    from gateway.erp.cli import status, status_text
+
+    config = _load(args)
+    found = _run(status(config))
+    print(json.dumps(found) if args.json else status_text(found))
+    return 0
 
 
 def cmd_olap(args: argparse.Namespace) -> int:

@@ -123,6 +123,7 @@ class AgentsConfig:
         "profile",
         "sync",
         "sync-sessions",
+        "erp",
     )
 
 
@@ -254,6 +255,68 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ProductColumns:
+    """The drop files' column (CSV) or element (XML) names of a product's fields."""
+
+    sku: str = "sku"
+    name: str = "name"
+    category: str = "category"
+    price: str = "price"
+    cost: str = "cost"
+    currency: str = "currency"
+
+
+@dataclass(frozen=True)
+class StockColumns:
+    sku: str = "sku"
+    location: str = "location"
+    quantity: str = "quantity"
+
+
+@dataclass(frozen=True)
+class StoreColumns:
+    store_id: str = "store_id"
+    name: str = "name"
+    city: str = "city"
+    timezone: str = "timezone"
+
+
+@dataclass(frozen=True)
+class CustomerColumns:
+    party_id: str = "party_id"
+    email: str = "email"
+    phone: str = "phone"
+    name: str = "name"
+
+
+@dataclass(frozen=True)
+class ErpFilesConfig:
+    #: The watched drop folder; empty: ``<data.dir>/erp-drop``.
+    dir: str = ""
+    #: Drop the demo catalogue (gateway/data/demo) in the folder the first time it is opened.
+    seed_demo: bool = True
+    products: ProductColumns = field(default_factory=ProductColumns)
+    stock: StockColumns = field(default_factory=StockColumns)
+    stores: StoreColumns = field(default_factory=StoreColumns)
+    customers: CustomerColumns = field(default_factory=CustomerColumns)
+
+
+@dataclass(frozen=True)
+class ErpConfig:
+    #: Where the catalogue comes from: ``files`` (CSV/XML drops).
+    connector: Literal["files"] = "files"
+    #: The site ``Stock Changed`` events are published for.
+    site: Name = "demo"
+    #: Seconds between syncs of each entity (stock most often).
+    products_interval: Seconds = 60.0
+    stock_interval: Seconds = 15.0
+    stores_interval: Seconds = 600.0
+    #: Most seconds between retries of a failing sync (the backoff doubles up to this).
+    max_backoff: Seconds = 300.0
+    files: ErpFilesConfig = field(default_factory=ErpFilesConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -269,6 +332,7 @@ class Config:
     sites: Mapping[Name, SiteConfig] = field(default_factory=dict)
     pos: PosConfig = field(default_factory=PosConfig)
     stores: Mapping[Name, StoreConfig] = field(default_factory=dict)
+    erp: ErpConfig = field(default_factory=ErpConfig)
     #: The file this was loaded from (for messages); not a setting.
     source: str = field(default="<defaults>", compare=False)
 
@@ -276,6 +340,16 @@ class Config:
     def data_dir(self) -> Path:
         """``data.dir``, relative paths taken from the config file's folder."""
         path = Path(self.data.dir)
+        if not path.is_absolute() and self.source not in ("<defaults>", "<string>"):
+            path = Path(self.source).resolve().parent / path
+        return path
+
+    @property
+    def erp_drop_dir(self) -> Path:
+        """``erp.files.dir``, relative paths taken like ``data.dir``; default under it."""
+        if not self.erp.files.dir:
+            return self.data_dir / "erp-drop"
+        path = Path(self.erp.files.dir)
         if not path.is_absolute() and self.source not in ("<defaults>", "<string>"):
             path = Path(self.source).resolve().parent / path
         return path

@@ -11,6 +11,7 @@
     ├── LogFormatError         (channels.weblog.logformat) no access-log format fits a file
     ├── LogImportError         (channels.weblog.importer) an access-log import cannot go on
     ├── WarehouseError         the warehouse cannot be opened, migrated, written or read
+    ├── ErpUnavailable         (gateway.erp.base) the ERP or its drop folder cannot be read now
     └── OlapError              a cube query names an unknown measure, dimension or filter (400)
 
 Library errors are translated at the edge with ``raise ... from exc`` so callers only ever

@@ -18,6 +18,9 @@ IDENTIFIED = "identified"
 #: Finished sessions (``gateway.datamart.sessions.SessionRecord`` s, packed under ENTRY_FIELD),
 #: written by the sessions agent for sync.
 SESSIONS = "sessions"
+#: The erp agent's stream: nothing publishes to it, the agent works on its tick (it runs as
+#: a consumer group only so the runtime supervises it like every agent).
+ERP = "erp"
 #: Streams whose entries hold packed events (the others hold records of their own).
 EVENT_STREAMS = frozenset({EVENTS, FILTERED, SESSIONIZED, IDENTIFIED})
 #: Streams that exist; `touchpoint bus stats` reports each of them.
@@ -64,6 +67,17 @@ class Keys:
     def sync_touched_taken(self) -> str:
         """The touched set a snapshot is working through (same slot, for RENAME)."""
         return f"{self.prefix}:{{sync}}:touched:taken"
+
+    # --- the ERP connector ------------------------------------------------------------------
+    # One tag, {erp}: a sync updates the stock of many SKUs and its status in one MULTI.
+
+    def erp_stock(self, sku: str) -> str:
+        """Hash location → quantity on hand of one SKU, as last synced from the ERP."""
+        return f"{self.prefix}:{{erp}}:stock:{sku}"
+
+    def erp_status(self) -> str:
+        """Hash ``<entity>.<field>``: synced_at, cursor, rows, skipped, stale, failures, error."""
+        return f"{self.prefix}:{{erp}}:status"
 
     # --- the built-in channel-counts agent -------------------------------------------------------
 

@@ -110,6 +110,9 @@ def make_config(tmp_path: Path) -> Callable[..., configuration.Config]:
         )
         path = tmp_path / "config.toml"
         path.write_text(text)
+        # The erp agent runs by default and would seed the demo catalogue (Stock Changed events
+        # on the bus) into every test's stream; tests that want the seed ask for it.
+        env = {"erp__files__seed_demo": "false", **env}
         return configuration.load(path, env={f"TOUCHPOINT_{k.upper()}": v for k, v in env.items()})
 
     return make

@@ -13,11 +13,13 @@ from types import MappingProxyType
 
 import redis.asyncio as aioredis
 
-from gateway.agents import counts, identity, profile, sessions, sync
+from gateway.agents import counts, erp, identity, profile, sessions, sync
 from gateway.agents import filter as filtering
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus
 from gateway.config import Config
+from gateway.erp import open_connector
+from gateway.erp.sync import ErpSync
 from gateway.errors import ConfigError
 from gateway.keys import IDENTIFIED, SESSIONS, Keys
 from gateway.warehouse import Warehouse
@@ -95,5 +97,17 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
             about=sync.__doc__ or "",
             needs_warehouse=True,
         ),
+        "erp": AgentSpec(
+            stream=erp.STREAM,
+            make=lambda ctx: erp.ErpAgent(_erp_sync(ctx)),
+            about=erp.__doc__ or "",
+            needs_warehouse=True,
+        ),
     }
 )
+
+
+def _erp_sync(ctx: AgentContext) -> ErpSync:
+    return ErpSync(
+        open_connector(ctx.config), _warehouse(ctx), ctx.redis, ctx.keys, ctx.bus, ctx.config.erp
+    )

@@ -29,6 +29,7 @@ from gateway.agents import AgentContext
 from gateway.agents.pool import AgentPool, build
 from gateway.bus import Bus
 from gateway.config import Config
+from gateway.erp import web as erp_web
 from gateway.errors import BusUnavailable
 from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis, check_version, connect
@@ -66,6 +67,7 @@ def create_app(config: Config) -> web.Application:
     dashboard.setup(app)
     customers.setup(app)
     olap.setup(app)
+    erp_web.setup(app)
     for adapter in adapters():
         adapter.setup(app)
     return app

@@ -20,7 +20,8 @@ def test_shipped_config_runs_as_is() -> None:
     assert config.warehouse.engine == "duckdb"
     assert config.site_for_key("demo-write-key") == "demo"
     assert config.agents.run == (
-        "channel-counts", "filter", "sessions", "identity", "profile", "sync", "sync-sessions"
+        "channel-counts", "filter", "sessions", "identity", "profile", "sync", "sync-sessions",
+        "erp",
     )  # fmt: skip
 
 

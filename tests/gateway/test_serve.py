@@ -46,6 +46,7 @@ class Gateway:
             f'[http]\nport = {self.port}\nshutdown_timeout = 10.0\n[data]\ndir = "{self.data}"\n'
             f'[redis]\nurl = "{redis_url}"\nprefix = "{prefix}"\n'
             '[sites.demo]\nwrite_key = "demo-write-key"\n'
+            "[erp.files]\nseed_demo = false\n"  # no Stock Changed events among the test's own
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: asyncio.subprocess.Process | None = None

@@ -1,0 +1,62 @@
+"""What ``touchpoint erp sync`` and ``touchpoint erp status`` run (the CLI only parses/prints).
+
+``erp sync`` opens the warehouse itself: with DuckDB the gateway must not be running (one
+process holds the file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.bus import Bus
+from gateway.config import Config
+from gateway.erp import open_connector, stock
+from gateway.erp.base import Entity
+from gateway.erp.sync import SYNCED, ErpSync, SyncResult
+from gateway.keys import Keys
+from gateway.redis import connect, redis_url
+from gateway.warehouse import open_warehouse
+
+
+async def sync(
+    config: Config, entities: Sequence[Entity] | None = None, *, full: bool = False
+) -> list[SyncResult]:
+    async with redis_url(config) as url, contextlib.AsyncExitStack() as stack:
+        client = connect(url, timeout=config.redis.timeout)
+        stack.push_async_callback(client.aclose)
+        warehouse = await open_warehouse(config)
+        stack.push_async_callback(warehouse.close)
+        await warehouse.migrate()
+        keys = Keys(config.redis.prefix)
+        bus = Bus(client, keys, config.bus)
+        syncer = ErpSync(open_connector(config), warehouse, client, keys, bus, config.erp)
+        return [await syncer.sync(e, full=full) for e in entities or SYNCED]
+
+
+async def status(config: Config) -> dict[str, dict[str, Any]]:
+    async with redis_url(config) as url:
+        client = connect(url, timeout=config.redis.timeout)
+        try:
+            return await stock.status(client, Keys(config.redis.prefix))
+        finally:
+            await client.aclose()
+
+
+def status_text(found: dict[str, dict[str, Any]]) -> str:
+    if not found:
+        return "never synced"
+    lines = []
+    for entity in SYNCED:
+        info = found.get(entity)
+        if info is None:
+            lines.append(f"{entity:<9} never synced")
+            continue
+        state = "STALE" if info.get("stale") else "ok"
+        line = (f"{entity:<9} {state:<5} last synced {info.get('synced_at', 'never')}, "
+                f"{info.get('rows', 0)} rows, {info.get('skipped', 0)} skipped")  # fmt: skip
+        if info.get("error"):
+            line += f"; failing ({info.get('failures')} in a row): {info['error']}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""The file connector: parsing without I/O, then a drop folder on disk (no services)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ErpFilesConfig, ProductColumns
+from gateway.erp.base import Customer, Product, StockLevel, check_rows
+from gateway.erp.files import SEEDED_MARKER, FileConnector, FileError, parse_file
+
+PRODUCTS = ProductColumns()
+COLUMNS = dataclasses.asdict(PRODUCTS)
+STOCK = {"sku": "sku", "location": "location", "quantity": "quantity"}
+
+
+def test_csv_rows_are_typed_and_extra_columns_ignored() -> None:
+    data = b"sku,name,category,price,cost,currency,description\nA,Shoe,Footwear,89.90,,EUR,x\n"
+    rows, skipped = parse_file("products", "products.csv", data, COLUMNS)
+    assert rows == [Product(sku="A", name="Shoe", price=89.9, currency="EUR", category="Footwear")]
+    assert skipped == 0
+
+
+def test_a_malformed_row_is_skipped_and_counted() -> None:
+    data = b"sku,location,quantity\nA,web,3\nB,web,lots\nC,store-1,0\n,web,2\n"
+    rows, skipped = parse_file("stock", "stock.csv", data, STOCK)
+    assert rows == [StockLevel("A", "web", 3.0), StockLevel("C", "store-1", 0.0)]
+    assert skipped == 2
+
+
+def test_the_column_mapping_renames() -> None:
+    mapping = {"sku": "Article", "location": "Depot", "quantity": "OnHand"}
+    rows, _ = parse_file("stock", "stock.csv", b"Article,Depot,OnHand\nA,web,7\n", mapping)
+    assert rows == [StockLevel("A", "web", 7.0)]
+
+
+def test_xml_rows_from_attributes_and_child_elements() -> None:
+    data = b"""<?xml version="1.0"?>
+    <stock>
+      <level sku="A" location="web" quantity="3"/>
+      <level><sku>B</sku><location>store-1</location><quantity>0</quantity></level>
+      <level sku="C" location="web"/>
+    </stock>"""
+    rows, skipped = parse_file("stock", "stock.xml", data, STOCK)
+    assert rows == [StockLevel("A", "web", 3.0), StockLevel("B", "store-1", 0.0)]
+    assert skipped == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("stock.csv", b"sku,quantity\nA,3\n", "missing column(s): location"),
+        ("stock.csv", b"", "empty file"),
+        ("stock.xml", b"<stock><level sku='A'></stock>", "bad XML"),
+        ("stock.csv", b"sku,location,quantity\n\xff\xfe,web,1\n", "not UTF-8"),
+    ],
+)
+def test_a_file_that_cannot_be_read(name: str, data: bytes, reason: str) -> None:
+    with pytest.raises(FileError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        parse_file("stock", name, data, STOCK)
+
+
+def test_customers_are_read() -> None:
+    rows, skipped = check_rows(
+        "customers", [{"party_id": "P1", "email": "a@example.com"}, {"email": "x"}]
+    )
+    assert rows == [Customer(party_id="P1", email="a@example.com")]
+    assert skipped == 1
+
+
+async def test_the_demo_catalogue_is_dropped_once(tmp_path: Path) -> None:
+    connector = FileConnector(tmp_path / "drop")
+    page = await connector.products(None)
+    assert len(page.rows) == 12 and page.skipped == 0
+    assert (tmp_path / "drop" / SEEDED_MARKER).exists()
+    await connector.confirm("products", page)
+    assert (tmp_path / "drop" / "done" / "products-demo.csv").exists()
+    assert (await connector.products(page.cursor)).rows == []  # not dropped a second time
+
+    off = FileConnector(tmp_path / "other", ErpFilesConfig(seed_demo=False))
+    assert (await off.stock(None)).rows == []
+
+
+async def test_a_file_is_moved_only_once_confirmed(tmp_path: Path) -> None:
+    connector = FileConnector(tmp_path, ErpFilesConfig(seed_demo=False))
+    (tmp_path / "stock-1.csv").write_text("sku,location,quantity\nA,web,1\n")
+    (tmp_path / ".stock-2.csv").write_text("sku,location,quantity\nB,web,1\n")  # being written
+    (tmp_path / "stock-3.csv.tmp").write_text("sku,location,quantity\nC,web,1\n")
+    page = await connector.stock(None)
+    assert page.rows == [StockLevel("A", "web", 1.0)]
+    assert page.cursor is not None and page.cursor.startswith("stock-1.csv:")
+    assert (await connector.stock(None)).rows == page.rows  # not confirmed: read again
+    await connector.confirm("stock", page)
+    assert (await connector.stock(page.cursor)).rows == []
+    assert (tmp_path / "done" / "stock-1.csv").exists()
+
+
+async def test_a_malformed_file_goes_to_failed_with_its_reason(tmp_path: Path) -> None:
+    connector = FileConnector(tmp_path, ErpFilesConfig(seed_demo=False))
+    (tmp_path / "products-bad.csv").write_text("sku,name\nA,Shoe\n")
+    (tmp_path / "products-good.xml").write_text(
+        "<products><p sku='B' name='Hat' price='12.5' currency='EUR'/></products>"
+    )
+    page = await connector.products(None)
+    assert [p.sku for p in page.rows] == ["B"]
+    assert not (tmp_path / "products-bad.csv").exists()
+    assert (tmp_path / "failed" / "products-bad.csv").exists()
+    reason = (tmp_path / "failed" / "products-bad.csv.reason").read_text()
+    assert "missing column(s): price, currency" in reason
