@@ -223,6 +223,16 @@ class PosConfig:
     #: Seconds a till's signed request may be away from the gateway's clock (either way); its
     #: nonce is remembered twice as long, so a replay is refused for as long as it could pass.
     timestamp_window: Seconds = 300.0
+    #: Seconds without a touch after which a kiosk ends its session and returns to idle.
+    kiosk_idle: Seconds = 60.0
+    #: Products a kiosk shows as offers to a customer.
+    kiosk_offers: Positive = 6
+
+
+@dataclass(frozen=True)
+class KioskConfig:
+    #: The kiosk's bearer token (a secret); when unset a random one is made per run and logged.
+    token: Secret = field(default_factory=lambda: Secret(None))
 
 
 @dataclass(frozen=True)
@@ -244,6 +254,8 @@ class StoreConfig:
     currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")] = "EUR"
     #: The store's tills, by terminal id (unique across stores: the id alone names the till).
     terminals: Mapping[Name, TerminalConfig] = field(default_factory=dict)
+    #: The store's touch-screen kiosks, by kiosk id (unique across stores, like terminals).
+    kiosks: Mapping[Name, KioskConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -391,7 +403,7 @@ def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
 
 
 def _check_stores(config: Config, source: str) -> None:
-    """A store names a configured site; a terminal id names one till in all stores."""
+    """A store names a configured site; a terminal or kiosk id names one device in all stores."""
     owners: dict[str, str] = {}
     for name, store in config.stores.items():
         if store.site not in config.sites:
@@ -405,6 +417,14 @@ def _check_stores(config: Config, source: str) -> None:
                     f"terminal id already used by store {owners[terminal]!r} (ids are unique)",
                 )
             owners[terminal] = name
+        for kiosk in store.kiosks:
+            if kiosk in owners:
+                raise ConfigError(
+                    source,
+                    f"stores.{name}.kiosks.{kiosk}",
+                    f"id already used by store {owners[kiosk]!r} (ids are unique)",
+                )
+            owners[kiosk] = name
 
 
 # --- the walk over dataclass fields -------------------------------------------------------------

@@ -58,6 +58,10 @@ class Keys:
         """A nonce a till used (replay protection); single-key commands only, no hash tag."""
         return f"{self.prefix}:pos:nonce:{terminal}:{nonce}"
 
+    def kiosk_session(self, session: str) -> str:
+        """Hash of an open kiosk session: its store, kiosk and customer id (expires by itself)."""
+        return f"{self.prefix}:kiosk:session:{session}"
+
     # --- the sync agent ------------------------------------------------------------------------
 
     def sync_touched(self) -> str:
