@@ -26,24 +26,15 @@ import json
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
+from serving import events_in_bus, free_port, serve
 
-from gateway.events import unpack
-from gateway.keys import ENTRY_FIELD, EVENTS, Keys
-from gateway.redis import socket_path
-
-ROOT = Path(__file__).resolve().parent.parent
 AUTH = "Basic " + base64.b64encode(b"demo-write-key:").decode()
 BATCH = 50
 
@@ -85,12 +76,6 @@ class Load:
         return self.requests - self.failed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def gateway(data: Path, port: int) -> Iterator[str]:
     config = data / "bench.toml"
@@ -98,25 +83,8 @@ def gateway(data: Path, port: int) -> Iterator[str]:
         f'[http]\nport = {port}\n[data]\ndir = "{data / "var"}"\n[log]\nlevel = "warning"\n'
         '[agents]\nrun = []\n[sites.demo]\nwrite_key = "demo-write-key"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], cwd=ROOT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the gateway did not become ready") from None
-                time.sleep(0.1)
+    with serve(config, port) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
 
 
 def wrk(url: str, seconds: int, connections: int, script: str | None, name: str, per: int) -> Load:
@@ -187,15 +155,6 @@ async def _open_loop(url: str, rate: int, seconds: int) -> dict[str, float]:
         "failed": failed,
         "requests": total,
     }
-
-
-def events_in_bus(data: Path) -> int:
-    client = redis.Redis(unix_socket_path=str(socket_path(data / "var" / "redis")))
-    total = 0
-    for _, fields in client.xrange(Keys("tp").stream(EVENTS)):
-        total += len(unpack(fields[ENTRY_FIELD]))
-    client.close()
-    return total
 
 
 def main() -> int:

@@ -18,56 +18,16 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import redis
+from serving import ROOT, events_in_bus, free_port, serve
 
-from gateway.events import unpack
-from gateway.keys import ENTRY_FIELD, EVENTS, Keys
-from gateway.redis import socket_path
-
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-till-key"
 TARGET = 3000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def gateway(port: int, config: Path) -> Iterator[str]:
-    """``touchpoint serve`` in a process of its own, until it is ready."""
-    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-    proc = subprocess.Popen(args, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the gateway did not become ready") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
 
 
 def config_text(data: Path, port: int) -> str:
@@ -147,14 +107,6 @@ def write_csv(path: Path, rows: int) -> None:
             )
 
 
-def events_in_bus(data: Path) -> int:
-    conn = redis.Redis(unix_socket_path=str(socket_path(data / "var" / "redis")))
-    rows: Any = conn.xrange(Keys("tp").stream(EVENTS))
-    total = sum(len(unpack(fields[ENTRY_FIELD])) for _, fields in rows)
-    conn.close()
-    return total
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -171,7 +123,7 @@ def main() -> int:
         port = free_port()
         config = data / "bench.toml"
         config.write_text(config_text(data, port))
-        with gateway(port, config) as url:
+        with serve(config, port) as url:
             client(url, 2.0, args.concurrency)  # warm-up
             before = events_in_bus(data)
             live = client(url, args.seconds, args.concurrency)
