@@ -113,6 +113,8 @@ def event_delta(event: Event) -> Delta:
     delta.latest = latest
     if name == "Order Completed":
         _order(delta, event, at)
+    elif name == "Order Refunded":
+        _refund(delta, event)
     elif name in ("Product Viewed", "Product Added"):
         _browse(delta, props, "viewed" if name == "Product Viewed" else "carted", at)
     elif name == "Email Opened":
@@ -162,6 +164,13 @@ def _order(delta: Delta, event: Event, at: int) -> None:
     if store:
         scores["stores"] = [(store, 1.0)]
     delta.scores = scores
+
+
+def _refund(delta: Delta, event: Event) -> None:
+    """A return takes its revenue and units back (the order stays counted: it happened)."""
+    props = event.properties
+    delta.incr["units"] = -sum(quantity(p) for p in products_of(props))
+    delta.fincr = {"revenue": -abs(revenue_of(props))}
 
 
 class Snapshot(msgspec.Struct, kw_only=True):

@@ -67,6 +67,9 @@ async def test_store_basket_joins_the_web_visitor(
     assert customer
     assert customer == await profiles.find_customer(redis, keys, "demo", "loyalty_card", "77")
     assert customer == await profiles.find_customer(redis, keys, "demo", "anonymous_id", "anon-1")
+    profile = await profiles.get_profile(redis, keys, customer)
+    assert profile is not None  # two sales and one return of the first
+    assert (profile.counters.orders, profile.counters.revenue) == (2, 24.5)
     warehouse = client.app[WAREHOUSE]
 
     async def sales() -> list[dict[str, Any]]:

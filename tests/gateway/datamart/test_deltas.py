@@ -41,6 +41,26 @@ def test_an_order() -> None:
     assert delta.sessions == [("s1", T3)]
 
 
+def test_a_return_takes_revenue_and_units_back() -> None:
+    refund = ev(
+        "r1",
+        3,
+        type="track",
+        name="Order Refunded",
+        channel="pos",
+        properties={
+            "revenue": -15.0,
+            "products": [{"product_id": "P1", "price": 7.5, "quantity": 2}],
+        },
+    )
+    delta = event_delta(refund)
+    assert delta.incr == {"events": 1, "units": -2}
+    assert delta.fincr == {"revenue": -15.0}
+    assert not delta.recent  # a return is not a purchase
+    positive = ev("r2", 3, type="track", name="Order Refunded", properties={"total": 4.0})
+    assert event_delta(positive).fincr == {"revenue": -4.0}  # whatever sign the till used
+
+
 def test_views_carts_emails() -> None:
     view = event_delta(ev("v", 3, type="track", name="Product Viewed",
                           properties={"product_id": "P1", "category": "shoes"}))  # fmt: skip
