@@ -100,11 +100,17 @@ def format_of(path: str, given: str | None) -> Format:
 
 
 def read_lines(path: str) -> Iterator[str]:
-    """The file's lines (``\n`` kept), gunzipped when it starts with gzip's magic bytes."""
+    """The file's lines (``\n`` kept), gunzipped when it starts with gzip's magic bytes.
+
+    The file is opened now, so a missing one is an error before any work starts."""
     try:
         raw = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise PosImportError(f"{path}: cannot read: {exc.strerror}") from exc
+    return _lines(path, raw)
+
+
+def _lines(path: str, raw: Any) -> Iterator[str]:
     stream: Any = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
@@ -158,10 +164,11 @@ async def import_pos(
         known = ", ".join(sorted(MAPPINGS))
         raise PosImportError(f"no mapping {mapping!r} (known: {known})")
     summary = Summary(path, fmt if fmt == "ndjson" else f"csv, mapping {mapping or 'lines'}")
+    source = read_lines(path)
     bar = tqdm(unit=" lines", file=sys.stderr, disable=not progress, leave=False, mininterval=0.5)
 
     def counted() -> Iterator[str]:
-        for line in read_lines(path):
+        for line in source:
             summary.lines += 1
             if not summary.lines & 0x3FF:
                 bar.update(1024)
