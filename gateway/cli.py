@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import config as configuration
 from gateway import logs
+from gateway.erp.base import ENTITIES
 from gateway.errors import TouchpointError
 
 if TYPE_CHECKING:
@@ -114,9 +115,13 @@ def _parser() -> argparse.ArgumentParser:
         help="sync from the ERP now, in this process (DuckDB: with the gateway stopped)",
     )
     erp_sync.add_argument(
-        "--entity", choices=("stores", "products", "stock"), help="one entity (default: all)"
+        "--entity",
+        action="append",
+        choices=ENTITIES,
+        help="an entity to sync (repeatable; default: all of them)",
     )
     erp_sync.add_argument("--full", action="store_true", help="from the start, not the cursor")
+    erp_sync.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     erp_sync.set_defaults(run=cmd_erp_sync)
     erp_status = erp_commands.add_parser(
         "status", parents=[common], help="when each entity last synced, and whether it is stale"
@@ -292,7 +297,7 @@ def cmd_erp_sync(args: argparse.Namespace) -> int:
     from gateway.erp.cli import sync
 
     config = _load(args)
-    results = _run(sync(config, [args.entity] if args.entity else None, full=args.full))
+    results = _run(sync(config, args.entity, full=args.full, progress=not args.no_progress))
     for result in results:
         print(json.dumps(result.as_json()))
     return 1 if any(r.error for r in results) else 0

@@ -18,8 +18,8 @@ IDENTIFIED = "identified"
 #: Finished sessions (``gateway.datamart.sessions.SessionRecord`` s, packed under ENTRY_FIELD),
 #: written by the sessions agent for sync.
 SESSIONS = "sessions"
-#: The erp agent's stream: nothing publishes to it, the agent works on its tick (it runs as
-#: a consumer group only so the runtime supervises it like every agent).
+#: The erp agent's stream: requests for an immediate sync (``POST /v1/erp/notify``); the
+#: agent also works on its tick, each entity on its interval.
 ERP = "erp"
 #: Streams whose entries hold packed events (the others hold records of their own).
 EVENT_STREAMS = frozenset({EVENTS, FILTERED, SESSIONIZED, IDENTIFIED})
@@ -82,6 +82,10 @@ class Keys:
     def erp_status(self) -> str:
         """Hash ``<entity>.<field>``: synced_at, cursor, rows, skipped, stale, failures, error."""
         return f"{self.prefix}:{{erp}}:status"
+
+    def erp_sales(self) -> str:
+        """Hash ERP order id → ``done`` / ``cancelled``: the orders already published."""
+        return f"{self.prefix}:{{erp}}:sales"
 
     # --- the built-in channel-counts agent -------------------------------------------------------
 

@@ -1,25 +1,33 @@
-"""erp: keeps the catalogue, the stores and the stock levels in step with the ERP.
+"""erp: keeps the catalogue, the stores, the stock levels, the ERP's customers and its sales
+in step with the ERP.
 
-It has no entries of its own to read (its stream, ``erp``, is one nothing publishes to: the
-runtime runs it as a consumer group only to supervise it like every agent). Its tick syncs
-each entity whose interval (``erp.*_interval``) is due: ``dim_store``, ``dim_product``,
-``product_stock`` and the stock cache in Redis, with a ``Stock Changed`` event on the events
-stream per level that changed. A failing sync backs off and marks the entity stale.
+Its tick syncs each entity whose interval (``erp.*_interval``) is due: ``dim_store``,
+``dim_product``, ``product_stock`` and the stock cache in Redis (with a ``Stock Changed``
+event per level that changed), customers (``identify`` events the identity agent links) and
+sales (``Order Completed`` events). Its stream, ``erp``, holds requests for an immediate sync
+(``POST /v1/erp/notify``): each is acknowledged once its syncs have run. A failing sync backs
+off and marks the entity stale.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+import msgspec
+
 from gateway.bus import Entry
-from gateway.erp.sync import ErpSync
+from gateway.erp.base import Entity
+from gateway.erp.notify import decode_request
+from gateway.erp.sync import SYNCED, ErpSync
 from gateway.keys import ERP
 
-STREAM = ERP
+STREAM: str = ERP
+log = logging.getLogger(__name__)
 
 
 class ErpAgent:
-    """The Ticking handler: nothing per batch, the due syncs per tick."""
+    """The Ticking handler: requested syncs per batch, the due ones per tick."""
 
     def __init__(self, sync: ErpSync) -> None:
         self.sync = sync
@@ -27,7 +35,19 @@ class ErpAgent:
         self.tick_interval = min(sync.intervals.values())
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
-        """Nothing publishes to the agent's stream; anything found there is ignored."""
+        """Run the syncs the entries ask for, each entity once (full if any asked so)."""
+        wanted: dict[Entity, bool] = {}
+        for entry in entries:
+            try:
+                request = decode_request(entry.raw)
+            except msgspec.DecodeError:
+                log.warning("erp: ignored a malformed sync request %s", entry.id)
+                continue
+            for entity in request.entities or SYNCED:
+                wanted[entity] = wanted.get(entity, False) or request.full
+        for entity in SYNCED:
+            if entity in wanted:
+                await self.sync.sync(entity, full=wanted[entity])
 
     async def tick(self) -> None:
         await self.sync.run_due()

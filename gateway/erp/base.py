@@ -1,15 +1,19 @@
 """What every ERP connector gives: typed rows per entity, read incrementally from a cursor.
 
 A cursor is the connector's own bookmark (an ERP's last write date, a drop file's identity);
-``None`` asks for everything. Rows are checked here, without I/O: a malformed row is logged
-with its id, skipped and counted, and never stops the sync.
+``None`` asks for everything. A read yields pages; each page carries the cursor to keep once
+it is loaded (a connector that cannot resume mid-read repeats the old cursor until its last
+page), so a sync interrupted half-way resumes near where it stopped and never skips a row.
+Rows are checked here, without I/O: a malformed row is logged with its id, skipped and
+counted, and never stops the sync.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 
 import msgspec
@@ -18,7 +22,7 @@ from gateway.errors import TouchpointError
 
 log = logging.getLogger(__name__)
 
-Entity = Literal["products", "stock", "stores", "customers"]
+Entity = Literal["stores", "products", "stock", "customers", "sales"]
 ENTITIES: tuple[Entity, ...] = get_args(Entity)
 
 
@@ -55,14 +59,30 @@ class Customer(msgspec.Struct, frozen=True):
     name: str | None = None
 
 
-Row = Product | StockLevel | Store | Customer
-T = TypeVar("T", Product, StockLevel, Store, Customer)
+class SaleLine(msgspec.Struct, frozen=True):
+    """One line of an ERP sale; the lines of one ``order_id`` make one order."""
+
+    order_id: str
+    sku: str
+    quantity: float
+    unit_price: float
+    currency: str
+    ordered_at: datetime
+    party_id: str | None = None
+    store_id: str | None = None
+    #: ``done`` (counted) or ``cancelled`` (an order already loaded is voided).
+    state: Literal["done", "cancelled"] = "done"
+
+
+Row = Product | StockLevel | Store | Customer | SaleLine
+T = TypeVar("T", Product, StockLevel, Store, Customer, SaleLine)
 
 ROW_TYPES: Mapping[Entity, type[Row]] = {
     "products": Product,
     "stock": StockLevel,
     "stores": Store,
     "customers": Customer,
+    "sales": SaleLine,
 }
 #: The field that names a row in logs (its id).
 ID_FIELDS: Mapping[Entity, str] = {
@@ -70,6 +90,7 @@ ID_FIELDS: Mapping[Entity, str] = {
     "stock": "sku",
     "stores": "store_id",
     "customers": "party_id",
+    "sales": "order_id",
 }
 
 
@@ -83,21 +104,24 @@ class Page(Generic[T]):
     cursor: str | None
     skipped: int = 0
     token: Any = field(default=None, repr=False)
+    #: Rows the whole read is expected to hold, when the connector knows (progress bars).
+    total: int | None = None
 
 
 class Connector(Protocol):
     """One ERP. Reads may raise :class:`ErpUnavailable` (or any error: the sync backs off)."""
 
-    async def products(self, cursor: str | None) -> Page[Product]: ...
-
-    async def stock(self, cursor: str | None) -> Page[StockLevel]: ...
-
-    async def stores(self, cursor: str | None) -> Page[Store]: ...
-
-    async def customers(self, cursor: str | None) -> Page[Customer]: ...
+    def read(self, entity: Entity, cursor: str | None) -> AsyncIterator[Page[Any]]:
+        """The rows of ``entity`` changed since ``cursor`` (all when None), page by page; the
+        rows' type is ``ROW_TYPES[entity]``."""
+        ...
 
     async def confirm(self, entity: Entity, page: Page[Any]) -> None:
         """The page is loaded: a drop connector moves its files to ``done/``."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and sessions."""
         ...
 
 

@@ -7,22 +7,30 @@ process holds the file).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Sequence
 from typing import Any
+
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.erp import open_connector, stock
 from gateway.erp.base import Entity
-from gateway.erp.sync import SYNCED, ErpSync, SyncResult
+from gateway.erp.sync import SYNCED, ErpSync, Progress, SyncResult
 from gateway.keys import Keys
 from gateway.redis import connect, redis_url
 from gateway.warehouse import open_warehouse
 
 
 async def sync(
-    config: Config, entities: Sequence[Entity] | None = None, *, full: bool = False
+    config: Config,
+    entities: Sequence[Entity] | None = None,
+    *,
+    full: bool = False,
+    progress: bool = False,
 ) -> list[SyncResult]:
+    """Sync ``entities`` (all when None) now, with a progress bar per entity on stderr."""
     async with redis_url(config) as url, contextlib.AsyncExitStack() as stack:
         client = connect(url, timeout=config.redis.timeout)
         stack.push_async_callback(client.aclose)
@@ -31,8 +39,24 @@ async def sync(
         await warehouse.migrate()
         keys = Keys(config.redis.prefix)
         bus = Bus(client, keys, config.bus)
-        syncer = ErpSync(open_connector(config), warehouse, client, keys, bus, config.erp)
-        return [await syncer.sync(e, full=full) for e in entities or SYNCED]
+        connector = open_connector(config)
+        stack.push_async_callback(connector.close)
+        syncer = ErpSync(connector, warehouse, client, keys, bus, config.erp)
+        results = []
+        for entity in [e for e in SYNCED if e in (entities or SYNCED)]:
+            with tqdm(desc=f"erp {entity}", unit=" rows", file=sys.stderr, disable=not progress,
+                      leave=False, mininterval=0.5) as bar:  # fmt: skip
+                results.append(await syncer.sync(entity, full=full, progress=_advance(bar)))
+        return results
+
+
+def _advance(bar: Any) -> Progress:
+    def advance(rows: int, total: int | None) -> None:
+        if total is not None and bar.total is None:
+            bar.total = total
+        bar.update(rows)
+
+    return advance
 
 
 async def status(config: Config) -> dict[str, dict[str, Any]]:

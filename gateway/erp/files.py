@@ -28,10 +28,10 @@ import logging
 import os
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -39,17 +39,14 @@ from gateway.config import Config, ErpFilesConfig
 from gateway.erp.base import (
     ENTITIES,
     ROW_TYPES,
-    Customer,
     Entity,
     ErpUnavailable,
     Page,
-    Product,
-    StockLevel,
-    Store,
     check_rows,
 )
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 SEEDED_MARKER = ".demo-seeded"
 #: The demo catalogue's files, in the order they are dropped.
@@ -121,24 +118,25 @@ class FileConnector:
     def from_config(cls, config: Config) -> FileConnector:
         return cls(config.erp_drop_dir, config.erp.files)
 
-    async def products(self, cursor: str | None) -> Page[Product]:
-        return await self._read("products", cursor)
-
-    async def stock(self, cursor: str | None) -> Page[StockLevel]:
-        return await self._read("stock", cursor)
-
-    async def stores(self, cursor: str | None) -> Page[Store]:
-        return await self._read("stores", cursor)
-
-    async def customers(self, cursor: str | None) -> Page[Customer]:
-        return await self._read("customers", cursor)
+    async def read(self, entity: Entity, cursor: str | None) -> AsyncIterator[Page[Any]]:
+        """One page per waiting file (oldest first); a file that cannot be read goes to
+        ``failed/`` and yields nothing."""
+        paths = await self._io(self._pending, entity)
+        columns = _columns(self.files, entity)
+        for path in paths:
+            page = await self._io(self._read_file, entity, path, columns)
+            if page is not None:
+                yield page
 
     async def confirm(self, entity: Entity, page: Page[Any]) -> None:
-        await asyncio.to_thread(self._move_all, page.token or [], "done", None)
+        await self._io(self._move_all, page.token or [], "done", None)
 
-    async def _read(self, entity: Entity, cursor: str | None) -> Page[Any]:
+    async def close(self) -> None:
+        """Nothing held between reads."""
+
+    async def _io(self, call: Callable[..., R], *args: Any) -> R:
         try:
-            return await asyncio.to_thread(self._read_files, entity, cursor)
+            return await asyncio.to_thread(call, *args)
         except OSError as exc:
             raise ErpUnavailable(f"erp drop folder {self.folder}: {exc}") from exc
 
@@ -174,24 +172,22 @@ class FileConnector:
                 found.append((path.stat().st_mtime_ns, name, path))
         return [path for _, _, path in sorted(found)]
 
-    def _read_files(self, entity: Entity, cursor: str | None) -> Page[Any]:
+    def _pending(self, entity: Entity) -> list[Path]:
         self.prepare()
-        rows: list[Any] = []
-        skipped, read = 0, []
-        columns = _columns(self.files, entity)
-        for path in self.pending(entity):
-            try:
-                found, bad = parse_file(entity, path.name, path.read_bytes(), columns)
-            except FileError as exc:
-                log.warning("erp %s: %s moved to failed/: %s", entity, path.name, exc)
-                self._move(path, "failed", str(exc))
-                continue
-            rows.extend(found)
-            skipped += bad
-            read.append(path)
-            stat = path.stat()
-            cursor = f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
-        return Page(rows, cursor, skipped, token=read)
+        return self.pending(entity)
+
+    def _read_file(
+        self, entity: Entity, path: Path, columns: Mapping[str, str]
+    ) -> Page[Any] | None:
+        try:
+            rows, skipped = parse_file(entity, path.name, path.read_bytes(), columns)
+        except FileError as exc:
+            log.warning("erp %s: %s moved to failed/: %s", entity, path.name, exc)
+            self._move(path, "failed", str(exc))
+            return None
+        stat = path.stat()
+        cursor = f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+        return Page(rows, cursor, skipped, token=[path])
 
     def _move_all(self, paths: list[Path], where: str, reason: str | None) -> None:
         for path in paths:

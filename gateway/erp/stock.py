@@ -7,12 +7,14 @@ levels here are the last known ones), its cursor and counts. Writes are one MULT
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway.config import ErpConfig
 from gateway.datamart.lua import text
 from gateway.erp.base import Entity, StockLevel
 from gateway.keys import Keys
@@ -36,9 +38,30 @@ async def last_sync(redis: aioredis.Redis, keys: Keys, entity: Entity = "stock")
     return None if value is None else datetime.fromtimestamp(float(value), UTC)
 
 
-async def is_stale(redis: aioredis.Redis, keys: Keys, entity: Entity = "stock") -> bool:
-    """Whether the last sync of ``entity`` failed (what the cache holds is the last known)."""
-    return await redis.hget(keys.erp_status(), f"{entity}.stale") == b"1"
+async def is_stale(
+    redis: aioredis.Redis, keys: Keys, entity: Entity = "stock", max_age: float | None = None
+) -> bool:
+    """Whether what the cache holds for ``entity`` is only the last known: its last sync
+    failed, it never synced, or (``max_age``) it last synced more than that many seconds ago."""
+    failed, synced = await redis.hmget(
+        keys.erp_status(), [f"{entity}.stale", f"{entity}.synced_at"]
+    )
+    if failed == b"1" or synced is None:
+        return True
+    return max_age is not None and time.time() - float(synced) > max_age
+
+
+async def sellable(
+    redis: aioredis.Redis, keys: Keys, sku: str, location: str, settings: ErpConfig
+) -> bool:
+    """What the push engine asks before offering ``sku``: in stock at ``location``, and that
+    stock trusted — stale stock (``erp.stale_after``, a failing sync) counts as none under
+    ``erp.stale_stock = "skip"``, as the last known levels under ``"last_known"``."""
+    if settings.stale_stock == "skip" and await is_stale(
+        redis, keys, "stock", settings.stale_after
+    ):
+        return False
+    return await in_stock(redis, keys, sku, location)
 
 
 async def status(redis: aioredis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
@@ -78,25 +101,54 @@ async def levels_of(
     }
 
 
+async def record_page(
+    redis: aioredis.Redis,
+    keys: Keys,
+    entity: Entity,
+    cursor: str | None,
+    levels: Iterable[StockLevel] = (),
+) -> None:
+    """A loaded page's levels and the cursor past it, together: a reader never sees one
+    without the other, and a sync that stops half-way resumes after the last page kept."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for level in levels:
+            pipe.hset(keys.erp_stock(level.sku), level.location, repr(level.quantity))
+        if cursor is None:
+            pipe.hdel(keys.erp_status(), f"{entity}.cursor")
+        else:
+            pipe.hset(keys.erp_status(), f"{entity}.cursor", cursor)
+        await pipe.execute()
+
+
 async def record_success(
     redis: aioredis.Redis,
     keys: Keys,
     entity: Entity,
     at: datetime,
     fields: Mapping[str, Any],
-    levels: Iterable[StockLevel] = (),
+    cursor: str | None,
 ) -> None:
-    """The new levels and the entity's status, together: a reader never sees one without the
-    other."""
+    """A whole sync done: its counts, when, not stale."""
     values: dict[Any, Any] = {f"{entity}.{k}": str(v) for k, v in fields.items() if v is not None}
     values |= {f"{entity}.synced_at": repr(at.timestamp()), f"{entity}.stale": "0"}
     values[f"{entity}.failures"] = "0"
+    if cursor is not None:
+        values[f"{entity}.cursor"] = cursor
     async with redis.pipeline(transaction=True) as pipe:
-        for level in levels:
-            pipe.hset(keys.erp_stock(level.sku), level.location, repr(level.quantity))
         pipe.hset(keys.erp_status(), mapping=values)
         pipe.hdel(keys.erp_status(), f"{entity}.error")
         await pipe.execute()
+
+
+async def sale_states(redis: aioredis.Redis, keys: Keys, order_ids: list[str]) -> dict[str, str]:
+    """The state each of these ERP orders was published in (absent: never)."""
+    found = await redis.hmget(keys.erp_sales(), order_ids)
+    return {o: text(v) for o, v in zip(order_ids, found, strict=True) if v is not None}
+
+
+async def mark_sales(redis: aioredis.Redis, keys: Keys, states: Mapping[str, str]) -> None:
+    mapping: dict[Any, Any] = dict(states)
+    await redis.hset(keys.erp_sales(), mapping=mapping)
 
 
 async def record_failure(

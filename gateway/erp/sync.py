@@ -1,10 +1,24 @@
-"""One sync of one entity: read from the connector, load the warehouse, update the stock
-cache, publish a ``Stock Changed`` event per change, then confirm the page to the connector.
+"""One sync of one entity: read the connector's pages; for each, load the warehouse, publish
+what changed, update the cache, then confirm the page to the connector.
 
-The order makes a crash harmless: the warehouse upserts are idempotent; the events carry an
-id derived from the change and the page's cursor, so a replay is dropped by the collector's
-filter; the cache is written after the events, so a retry still sees the change; the
-connector forgets the page (moves its files to ``done/``) last. A sync that fails (the ERP
+What each entity becomes:
+
+    stores     dim_store
+    products   dim_product
+    stock      product_stock, the stock cache in Redis, a ``Stock Changed`` event per level
+               that changed (none on the very first stock sync: a baseline is not a change)
+    customers  an ``identify`` event per new or changed party (traits ``erpPartyId``,
+               ``email``, ``phone``, ``name``): the identity agent links it to the customer
+               who holds that party id or e-mail, the profile and ``dim_customer`` follow
+    sales      an ``Order Completed`` event per order (lines in ``products``), so ``fact_sale``
+               and the profile counters get it like any order; an order cancelled after it
+               was loaded becomes an ``Order Refunded`` of the same lines (``<id>:cancelled``)
+
+The order makes a crash harmless: the warehouse upserts are idempotent; events carry ids
+derived from their content, so a replay is dropped by the collector's filter; the cache (and
+the cursor with it) is written after the events, so a retry still sees the change; loaded
+orders are remembered (``erp_sales``) so a re-read, even a full one, never counts one twice;
+the connector forgets the page (moves its files to ``done/``) last. A sync that fails (the ERP
 unreachable, the warehouse down) keeps the last known data, marks the entity stale and is
 retried after a capped exponential backoff.
 """
@@ -24,16 +38,28 @@ import redis.asyncio as aioredis
 from gateway.bus import Bus
 from gateway.config import ErpConfig
 from gateway.erp import stock
-from gateway.erp.base import Connector, Entity, Page, Product, StockLevel, Store
+from gateway.erp.base import (
+    ENTITIES,
+    Connector,
+    Customer,
+    Entity,
+    Page,
+    Product,
+    SaleLine,
+    StockLevel,
+    Store,
+)
 from gateway.events import Event
 from gateway.keys import EVENTS, Keys
 from gateway.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
-#: Entities the agent keeps in sync. Customers are read by the connectors but not loaded yet.
-SYNCED: Final[tuple[Entity, ...]] = ("stores", "products", "stock")
+#: Entities the agent keeps in sync, in the order a full sync takes them.
+SYNCED: Final[tuple[Entity, ...]] = ENTITIES
 STOCK_CHANGED: Final = "Stock Changed"
+#: Called after each page with the rows it held and the read's expected total (if known).
+Progress = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -75,10 +101,12 @@ def stock_changes(
     return list(latest.values()), changes
 
 
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
 def change_event(change: Change, site: str, cursor: str | None, now: datetime) -> Event:
-    digest = hashlib.sha256(
-        f"{change.sku}|{change.location}|{change.old}|{change.new}|{cursor}".encode()
-    ).hexdigest()[:24]
+    digest = _digest(change.sku, change.location, change.old, change.new, cursor)
     return Event(
         event_id=f"erp-stock-{digest}",
         type="track",
@@ -94,6 +122,65 @@ def change_event(change: Change, site: str, cursor: str | None, now: datetime) -
             "new": change.new,
         },
     )
+
+
+def customer_event(customer: Customer, site: str, now: datetime) -> Event:
+    """The ``identify`` an ERP party becomes; the same values always make the same id."""
+    given = {"erpPartyId": customer.party_id, "email": customer.email,
+             "phone": customer.phone, "name": customer.name}  # fmt: skip
+    traits = {k: v for k, v in given.items() if v is not None}
+    return Event(
+        event_id=f"erp-party-{_digest(*traits.values())}",
+        type="identify",
+        channel="erp",
+        site=site,
+        timestamp=now,
+        received_at=now,
+        traits=traits,
+    )
+
+
+def order_event(lines: list[SaleLine], site: str, now: datetime, *, cancel: bool = False) -> Event:
+    """The ``Order Completed`` (``cancel``: the ``Order Refunded``) of one ERP order's lines."""
+    first = lines[0]
+    order_id = f"{first.order_id}:cancelled" if cancel else first.order_id
+    total = sum(line.quantity * line.unit_price for line in lines)
+    properties: dict[str, Any] = {
+        "order_id": order_id,
+        "revenue": -total if cancel else total,
+        "total": -total if cancel else total,
+        "currency": first.currency,
+        "products": [
+            {"sku": line.sku, "quantity": line.quantity, "price": line.unit_price} for line in lines
+        ],
+    }
+    if first.store_id is not None:
+        properties["store_id"] = first.store_id
+    if cancel:
+        properties["original_order_id"] = first.order_id
+    traits = {"erpPartyId": first.party_id} if first.party_id is not None else {}
+    when = first.ordered_at if first.ordered_at.tzinfo else first.ordered_at.replace(tzinfo=UTC)
+    return Event(
+        event_id=f"erp-{'cancel' if cancel else 'sale'}-{_digest(first.order_id)}",
+        type="track",
+        name="Order Refunded" if cancel else "Order Completed",
+        channel="erp",
+        site=site,
+        timestamp=now if cancel else when,
+        received_at=now,
+        properties=properties,
+        context={"traits": traits} if traits else {},
+    )
+
+
+def orders_of(lines: list[SaleLine]) -> tuple[list[list[SaleLine]], list[SaleLine]]:
+    """Complete orders of a page and the lines of its last order (it may go on in the next
+    page): an order's lines are consecutive in a read."""
+    orders: dict[str, list[SaleLine]] = {}
+    for line in lines:
+        orders.setdefault(line.order_id, []).append(line)
+    grouped = list(orders.values())
+    return (grouped[:-1], grouped[-1]) if grouped else ([], [])
 
 
 class ErpSync:
@@ -120,6 +207,8 @@ class ErpSync:
             "stores": settings.stores_interval,
             "products": settings.products_interval,
             "stock": settings.stock_interval,
+            "customers": settings.customers_interval,
+            "sales": settings.sales_interval,
         }
         self.next_due: dict[Entity, float] = dict.fromkeys(SYNCED, 0.0)
         self.failures: dict[Entity, int] = dict.fromkeys(SYNCED, 0)
@@ -128,10 +217,12 @@ class ErpSync:
         """Sync every entity whose time has come (all of them on the first call)."""
         return [await self.sync(e) for e in SYNCED if self.clock() >= self.next_due[e]]
 
-    async def sync(self, entity: Entity, *, full: bool = False) -> SyncResult:
+    async def sync(
+        self, entity: Entity, *, full: bool = False, progress: Progress | None = None
+    ) -> SyncResult:
         """Sync ``entity`` now (``full``: from no cursor); never raises for an ERP failure."""
         try:
-            result = await self._sync(entity, full)
+            result = await self._sync(entity, full, progress)
         except Exception as exc:
             failures = self.failures[entity] = self.failures.get(entity, 0) + 1
             delay = retry_delay(self.intervals[entity], failures, self.settings.max_backoff)
@@ -145,39 +236,94 @@ class ErpSync:
         self.next_due[entity] = self.clock() + self.intervals[entity]
         return result
 
-    async def _sync(self, entity: Entity, full: bool) -> SyncResult:
+    async def _sync(self, entity: Entity, full: bool, progress: Progress | None) -> SyncResult:
         cursor = None if full else await stock.cursor(self.redis, self.keys, entity)
+        baseline = entity == "stock" and await stock.last_sync(self.redis, self.keys) is None
         now = datetime.now(UTC)
-        levels: list[StockLevel] = []
-        changes: list[Change] = []
-        page: Page[Any]
+        rows = skipped = changed = 0
+        held: list[SaleLine] = []  # the last order of a sales page, completed by the next
+        async for page in self.connector.read(entity, cursor):
+            levels: list[StockLevel] = []
+            kept = page.cursor
+            if entity == "stock":
+                levels, count = await self._stock(page, now, baseline)
+            elif entity == "sales":
+                count, held = await self._sales(held + page.rows, now)
+                kept = cursor if held else page.cursor  # not past an order not yet loaded
+            else:
+                count = await self._load(entity, page.rows, now)
+            await stock.record_page(self.redis, self.keys, entity, kept, levels)
+            await self.connector.confirm(entity, page)
+            cursor = kept
+            rows, skipped, changed = rows + len(page.rows), skipped + page.skipped, changed + count
+            if progress is not None:
+                progress(len(page.rows) + page.skipped, page.total)
+        if held:
+            changed += (await self._sales(held, now, last=True))[0]
+        fields = {"rows": rows, "skipped": skipped, "changed": changed}
+        await stock.record_success(self.redis, self.keys, entity, now, fields, cursor)
+        if rows or skipped:
+            log.info("erp %s: %d rows, %d skipped, %d changed", entity, rows, skipped, changed)
+        return SyncResult(entity, rows, skipped, changed)
+
+    async def _load(self, entity: Entity, rows: list[Any], now: datetime) -> int:
+        """Products, stores: the warehouse. Customers: an identify per new or changed party."""
+        if not rows:
+            return 0
         if entity == "products":
-            page = await self.connector.products(cursor)
-            if page.rows:
-                await self.warehouse.upsert("dim_product", [product_row(p, now) for p in page.rows])
-        elif entity == "stores":
-            page = await self.connector.stores(cursor)
-            if page.rows:
-                await self.warehouse.upsert("dim_store", [store_row(s) for s in page.rows])
-        elif entity == "stock":
-            page = await self.connector.stock(cursor)
-            known = await stock.levels_of(self.redis, self.keys, {r.sku for r in page.rows})
-            levels, changes = stock_changes(page.rows, known)
-            if levels:
-                await self.warehouse.upsert("product_stock", [stock_row(s, now) for s in levels])
-            if changes:
-                events = [change_event(c, self.settings.site, page.cursor, now) for c in changes]
-                await self.bus.publish(EVENTS, events)
-        else:
-            raise ValueError(f"entity {entity!r} is not synced yet")
-        fields = {"cursor": page.cursor, "rows": len(page.rows), "skipped": page.skipped,
-                  "changed": len(changes)}  # fmt: skip
-        await stock.record_success(self.redis, self.keys, entity, now, fields, levels)
-        await self.connector.confirm(entity, page)
-        if page.rows or page.skipped:
-            log.info("erp %s: %d rows, %d skipped, %d stock changes",
-                     entity, len(page.rows), page.skipped, len(changes))  # fmt: skip
-        return SyncResult(entity, len(page.rows), page.skipped, len(changes))
+            return await self.warehouse.upsert("dim_product", [product_row(p, now) for p in rows])
+        if entity == "stores":
+            return await self.warehouse.upsert("dim_store", [store_row(s) for s in rows])
+        if entity == "customers":
+            latest = {c.party_id: c for c in rows}
+            events = [customer_event(c, self.settings.site, now) for c in latest.values()]
+            await self.bus.publish(EVENTS, events)
+            return len(events)
+        raise ValueError(f"entity {entity!r} is not synced")
+
+    async def _stock(
+        self, page: Page[StockLevel], now: datetime, baseline: bool
+    ) -> tuple[list[StockLevel], int]:
+        known = await stock.levels_of(self.redis, self.keys, {r.sku for r in page.rows})
+        levels, changes = stock_changes(page.rows, known)
+        if levels:
+            await self.warehouse.upsert("product_stock", [stock_row(s, now) for s in levels])
+        if changes and not baseline:
+            site = self.settings.site
+            await self.bus.publish(
+                EVENTS, [change_event(c, site, page.cursor, now) for c in changes]
+            )
+            return levels, len(changes)
+        return levels, 0
+
+    async def _sales(
+        self, lines: list[SaleLine], now: datetime, *, last: bool = False
+    ) -> tuple[int, list[SaleLine]]:
+        """Publish the orders not loaded yet (and the cancellations of loaded ones); return
+        how many, and the lines held for the next page."""
+        orders, held = orders_of(lines)
+        if last and held:
+            orders, held = [*orders, held], []
+        if not orders:
+            return 0, held
+        states = await stock.sale_states(self.redis, self.keys, [o[0].order_id for o in orders])
+        site = self.settings.site
+        events, marks = [], {}
+        for order in orders:
+            order_id, state = order[0].order_id, order[0].state
+            was = states.get(order_id)
+            if state == "done" and was is None:
+                events.append(order_event(order, site, now))
+            elif state == "cancelled" and was == "done":
+                events.append(order_event(order, site, now, cancel=True))
+            elif state != "cancelled" or was is not None:
+                continue
+            marks[order_id] = state
+        if events:
+            await self.bus.publish(EVENTS, events)
+        if marks:
+            await stock.mark_sales(self.redis, self.keys, marks)
+        return len(events), held
 
 
 def product_row(product: Product, now: datetime) -> dict[str, Any]:

@@ -92,11 +92,19 @@ def test_cli_sync_and_status(
     assert cli.main(["erp", "sync", "--entity", "stock", "--config", config_file]) == 0
     line = json.loads(capsys.readouterr().out)
     assert (line["entity"], line["rows"]) == ("stock", 36)
+    args = ["erp", "sync", "--entity", "stock", "--entity", "stores", "--config", config_file]
+    assert cli.main(args) == 0
+    assert [json.loads(x)["entity"] for x in capsys.readouterr().out.splitlines()] == [
+        "stores",
+        "stock",
+    ]
     assert cli.main(["erp", "sync", "--config", config_file]) == 0
     assert [json.loads(x)["entity"] for x in capsys.readouterr().out.splitlines()] == [
         "stores",
         "products",
         "stock",
+        "customers",
+        "sales",
     ]
     assert cli.main(["erp", "status", "--json", "--config", config_file]) == 0
     status = json.loads(capsys.readouterr().out)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.config import ErpFilesConfig, ProductColumns
-from gateway.erp.base import Customer, Product, StockLevel, check_rows
+from gateway.erp.base import Customer, Entity, Page, Product, StockLevel, check_rows
 from gateway.erp.files import SEEDED_MARKER, FileConnector, FileError, parse_file
 
 PRODUCTS = ProductColumns()
@@ -70,17 +72,30 @@ def test_customers_are_read() -> None:
     assert skipped == 1
 
 
+async def pages(connector: FileConnector, entity: Entity) -> list[Page[Any]]:
+    return [page async for page in connector.read(entity, None)]
+
+
 async def test_the_demo_catalogue_is_dropped_once(tmp_path: Path) -> None:
     connector = FileConnector(tmp_path / "drop")
-    page = await connector.products(None)
+    [page] = await pages(connector, "products")
     assert len(page.rows) == 12 and page.skipped == 0
     assert (tmp_path / "drop" / SEEDED_MARKER).exists()
     await connector.confirm("products", page)
     assert (tmp_path / "drop" / "done" / "products-demo.csv").exists()
-    assert (await connector.products(page.cursor)).rows == []  # not dropped a second time
+    assert await pages(connector, "products") == []  # not dropped a second time
 
     off = FileConnector(tmp_path / "other", ErpFilesConfig(seed_demo=False))
-    assert (await off.stock(None)).rows == []
+    assert await pages(off, "stock") == []
+
+
+async def test_one_page_per_file_oldest_first(tmp_path: Path) -> None:
+    connector = FileConnector(tmp_path, ErpFilesConfig(seed_demo=False))
+    for n, sku in enumerate(["A", "B"]):
+        path = tmp_path / f"stock-{sku}.csv"
+        path.write_text(f"sku,location,quantity\n{sku},web,1\n")
+        os.utime(path, ns=(n * 10**9, (2 - n) * 10**9))  # B older than A
+    assert [[r.sku for r in p.rows] for p in await pages(connector, "stock")] == [["B"], ["A"]]
 
 
 async def test_a_file_is_moved_only_once_confirmed(tmp_path: Path) -> None:
@@ -88,12 +103,12 @@ async def test_a_file_is_moved_only_once_confirmed(tmp_path: Path) -> None:
     (tmp_path / "stock-1.csv").write_text("sku,location,quantity\nA,web,1\n")
     (tmp_path / ".stock-2.csv").write_text("sku,location,quantity\nB,web,1\n")  # being written
     (tmp_path / "stock-3.csv.tmp").write_text("sku,location,quantity\nC,web,1\n")
-    page = await connector.stock(None)
+    [page] = await pages(connector, "stock")
     assert page.rows == [StockLevel("A", "web", 1.0)]
     assert page.cursor is not None and page.cursor.startswith("stock-1.csv:")
-    assert (await connector.stock(None)).rows == page.rows  # not confirmed: read again
+    assert [p.rows for p in await pages(connector, "stock")] == [page.rows]  # read again
     await connector.confirm("stock", page)
-    assert (await connector.stock(page.cursor)).rows == []
+    assert await pages(connector, "stock") == []
     assert (tmp_path / "done" / "stock-1.csv").exists()
 
 
@@ -103,7 +118,7 @@ async def test_a_malformed_file_goes_to_failed_with_its_reason(tmp_path: Path) -
     (tmp_path / "products-good.xml").write_text(
         "<products><p sku='B' name='Hat' price='12.5' currency='EUR'/></products>"
     )
-    page = await connector.products(None)
+    [page] = await pages(connector, "products")
     assert [p.sku for p in page.rows] == ["B"]
     assert not (tmp_path / "products-bad.csv").exists()
     assert (tmp_path / "failed" / "products-bad.csv").exists()
