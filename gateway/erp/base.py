@@ -60,7 +60,8 @@ class Customer(msgspec.Struct, frozen=True):
 
 
 class SaleLine(msgspec.Struct, frozen=True):
-    """One line of an ERP sale; the lines of one ``order_id`` make one order."""
+    """One line of an ERP sale; the lines of one ``order_id`` make one order. A connector
+    yields every line of an order in the same page (the page is the order's version)."""
 
     order_id: str
     sku: str

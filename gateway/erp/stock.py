@@ -81,6 +81,20 @@ async def status(redis: aioredis.Redis, keys: Keys) -> dict[str, dict[str, Any]]
     return result
 
 
+async def freshness(
+    redis: aioredis.Redis, keys: Keys, stale_after: float
+) -> dict[str, dict[str, Any]]:
+    """:func:`status` with ``stale`` also true where the last sync is older than
+    ``stale_after`` seconds (what ``/readyz`` and the dashboard show)."""
+    found = await status(redis, keys)
+    now = time.time()
+    for info in found.values():
+        synced = info.get("synced_at")
+        age = now - datetime.fromisoformat(synced).timestamp() if synced else None
+        info["stale"] = bool(info.get("stale")) or age is None or age > stale_after
+    return found
+
+
 async def cursor(redis: aioredis.Redis, keys: Keys, entity: Entity) -> str | None:
     value = await redis.hget(keys.erp_status(), f"{entity}.cursor")
     return None if value is None else text(value)

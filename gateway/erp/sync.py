@@ -10,9 +10,10 @@ What each entity becomes:
     customers  an ``identify`` event per new or changed party (traits ``erpPartyId``,
                ``email``, ``phone``, ``name``): the identity agent links it to the customer
                who holds that party id or e-mail, the profile and ``dim_customer`` follow
-    sales      an ``Order Completed`` event per order (lines in ``products``), so ``fact_sale``
-               and the profile counters get it like any order; an order cancelled after it
-               was loaded becomes an ``Order Refunded`` of the same lines (``<id>:cancelled``)
+    sales      an ``Order Completed`` event per order (lines in ``products``; a connector
+               keeps an order's lines in one page), so ``fact_sale`` and the profile
+               counters get it like any order; an order cancelled after it was loaded
+               becomes an ``Order Refunded`` of the same lines (``<id>:cancelled``)
 
 The order makes a crash harmless: the warehouse upserts are idempotent; events carry ids
 derived from their content, so a replay is dropped by the collector's filter; the cache (and
@@ -173,14 +174,12 @@ def order_event(lines: list[SaleLine], site: str, now: datetime, *, cancel: bool
     )
 
 
-def orders_of(lines: list[SaleLine]) -> tuple[list[list[SaleLine]], list[SaleLine]]:
-    """Complete orders of a page and the lines of its last order (it may go on in the next
-    page): an order's lines are consecutive in a read."""
+def orders_of(lines: list[SaleLine]) -> list[list[SaleLine]]:
+    """The page's orders, each with its lines, in the order they came."""
     orders: dict[str, list[SaleLine]] = {}
     for line in lines:
         orders.setdefault(line.order_id, []).append(line)
-    grouped = list(orders.values())
-    return (grouped[:-1], grouped[-1]) if grouped else ([], [])
+    return list(orders.values())
 
 
 class ErpSync:
@@ -241,25 +240,20 @@ class ErpSync:
         baseline = entity == "stock" and await stock.last_sync(self.redis, self.keys) is None
         now = datetime.now(UTC)
         rows = skipped = changed = 0
-        held: list[SaleLine] = []  # the last order of a sales page, completed by the next
         async for page in self.connector.read(entity, cursor):
             levels: list[StockLevel] = []
-            kept = page.cursor
             if entity == "stock":
                 levels, count = await self._stock(page, now, baseline)
             elif entity == "sales":
-                count, held = await self._sales(held + page.rows, now)
-                kept = cursor if held else page.cursor  # not past an order not yet loaded
+                count = await self._sales(page.rows, now)
             else:
                 count = await self._load(entity, page.rows, now)
-            await stock.record_page(self.redis, self.keys, entity, kept, levels)
+            await stock.record_page(self.redis, self.keys, entity, page.cursor, levels)
             await self.connector.confirm(entity, page)
-            cursor = kept
+            cursor = page.cursor
             rows, skipped, changed = rows + len(page.rows), skipped + page.skipped, changed + count
             if progress is not None:
                 progress(len(page.rows) + page.skipped, page.total)
-        if held:
-            changed += (await self._sales(held, now, last=True))[0]
         fields = {"rows": rows, "skipped": skipped, "changed": changed}
         await stock.record_success(self.redis, self.keys, entity, now, fields, cursor)
         if rows or skipped:
@@ -296,21 +290,17 @@ class ErpSync:
             return levels, len(changes)
         return levels, 0
 
-    async def _sales(
-        self, lines: list[SaleLine], now: datetime, *, last: bool = False
-    ) -> tuple[int, list[SaleLine]]:
+    async def _sales(self, lines: list[SaleLine], now: datetime) -> int:
         """Publish the orders not loaded yet (and the cancellations of loaded ones); return
-        how many, and the lines held for the next page."""
-        orders, held = orders_of(lines)
-        if last and held:
-            orders, held = [*orders, held], []
+        how many."""
+        orders = orders_of(lines)
         if not orders:
-            return 0, held
+            return 0
         states = await stock.sale_states(self.redis, self.keys, [o[0].order_id for o in orders])
         site = self.settings.site
         events, marks = [], {}
         for order in orders:
-            order_id, state = order[0].order_id, order[0].state
+            order_id, state = order[0].order_id, order[-1].state
             was = states.get(order_id)
             if state == "done" and was is None:
                 events.append(order_event(order, site, now))
@@ -323,7 +313,7 @@ class ErpSync:
             await self.bus.publish(EVENTS, events)
         if marks:
             await stock.mark_sales(self.redis, self.keys, marks)
-        return len(events), held
+        return len(events)
 
 
 def product_row(product: Product, now: datetime) -> dict[str, Any]:

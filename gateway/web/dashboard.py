@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 
 from gateway.agents import counts
+from gateway.erp import stock
 from gateway.errors import BusUnavailable
 from gateway.warehouse import olap
 from gateway.web.auth import (
@@ -25,7 +26,7 @@ from gateway.web.auth import (
     require_admin,
     session_cookie,
 )
-from gateway.web.state import ADMIN_TOKEN, AGENTS, BUS, REDIS
+from gateway.web.state import ADMIN_TOKEN, AGENTS, BUS, CONFIG, REDIS
 from gateway.web.templates import environment
 
 PAGES = web.AppKey("dashboard_templates", jinja2.Environment)
@@ -147,4 +148,9 @@ async def agents(request: web.Request) -> web.Response:
     for agent in app[AGENTS].agents:
         group = streams.get(agent.stream, {}).get("groups", {}).get(agent.name, {})
         rows.append({"agent": agent, "group": group})
-    return render(request, "agents.html", rows=rows, streams=streams, redis_up=stats is not None)
+    erp = {}
+    if stats is not None:
+        erp = await stock.freshness(app[REDIS], app[BUS].keys, app[CONFIG].erp.stale_after)
+    return render(
+        request, "agents.html", rows=rows, streams=streams, redis_up=stats is not None, erp=erp
+    )

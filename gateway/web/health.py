@@ -1,4 +1,5 @@
-"""``/healthz`` (process up), ``/readyz`` (can do its job), ``/metrics`` (Prometheus text),
+"""``/healthz`` (process up), ``/readyz`` (can do its job; also how fresh each ERP sync is),
+``/metrics`` (Prometheus text),
 ``/v1/bus/stats`` (admin: the bus as ``touchpoint bus stats`` prints it)."""
 
 from __future__ import annotations
@@ -10,10 +11,21 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
+from gateway.erp import stock
 from gateway.errors import BusUnavailable
 from gateway.web.auth import require_admin
-from gateway.web.state import ADMIN_TOKEN, AGENTS, BUS, CONFIG, COUNTERS, EMBEDDED, PUBLISHER
+from gateway.web.state import (
+    ADMIN_TOKEN,
+    AGENTS,
+    BUS,
+    CONFIG,
+    COUNTERS,
+    EMBEDDED,
+    PUBLISHER,
+    REDIS,
+)
 
 
 def setup(app: web.Application) -> None:
@@ -35,6 +47,14 @@ async def _bus_stats(app: web.Application) -> dict[str, Any] | None:
         return None
 
 
+async def _erp(app: web.Application) -> dict[str, Any] | None:
+    try:
+        async with asyncio.timeout(app[CONFIG].redis.timeout):
+            return await stock.freshness(app[REDIS], app[BUS].keys, app[CONFIG].erp.stale_after)
+    except (RedisError, OSError, TimeoutError):
+        return None
+
+
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
     stats = await _bus_stats(app)
@@ -53,6 +73,8 @@ async def readyz(request: web.Request) -> web.Response:
     }
     ready = all(checks.values())
     body = {"ready": ready, "checks": checks, "agents": agents, "lagging": lagging}
+    if stats is not None:  # the ERP syncs, for information: a stale catalogue is not unready
+        body["erp"] = await _erp(app)
     return web.json_response(body, status=200 if ready else 503)
 
 
