@@ -250,6 +250,8 @@ async def identify(request: web.Request) -> web.Response:
     catalogue = await app[WAREHOUSE].fetch(PRODUCTS_SQL)
     levels = await stock.levels_of(redis, keys, [p["sku"] for p in catalogue])
     here = {sku: found.get(kiosk.store, 0.0) for sku, found in levels.items()}
+    if not await stock.trusted(redis, keys, config.erp):
+        here = {}  # stale stock offers nothing (erp.stale_stock = "skip")
     offers = recommend(catalogue, profile, here, config.pos.kiosk_offers)
     name = first_name(profile)
     traits: dict[str, Any] = {}

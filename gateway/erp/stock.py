@@ -57,11 +57,14 @@ async def sellable(
     """What the push engine asks before offering ``sku``: in stock at ``location``, and that
     stock trusted — stale stock (``erp.stale_after``, a failing sync) counts as none under
     ``erp.stale_stock = "skip"``, as the last known levels under ``"last_known"``."""
-    if settings.stale_stock == "skip" and await is_stale(
-        redis, keys, "stock", settings.stale_after
-    ):
-        return False
-    return await in_stock(redis, keys, sku, location)
+    return await trusted(redis, keys, settings) and await in_stock(redis, keys, sku, location)
+
+
+async def trusted(redis: aioredis.Redis, keys: Keys, settings: ErpConfig) -> bool:
+    """Whether the cached levels may be offered now, per ``erp.stale_stock``."""
+    if settings.stale_stock == "last_known":
+        return True
+    return not await is_stale(redis, keys, "stock", settings.stale_after)
 
 
 async def status(redis: aioredis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:

@@ -115,6 +115,20 @@ async def test_an_unknown_card_gets_a_generic_welcome_and_in_stock_offers(client
     assert all("traits" not in e.context for e in started)  # an unknown card joins no one
 
 
+async def test_stale_stock_offers_nothing_unless_trusted(client: Client, config: Config) -> None:
+    """The ERP has not confirmed the stock for longer than erp.stale_after: with the default
+    policy (``skip``) no offer claims it is here."""
+    redis, keys = client.app[REDIS], client.app[BUS].keys
+    old = datetime.now(UTC).timestamp() - config.erp.stale_after - 1
+    await redis.hset(keys.erp_status(), "stock.synced_at", repr(old))
+    body = {"card": "0000-unknown"}
+    resp = await client.post("/v1/kiosk/store-1/identify", json=body, headers=bearer(TOKEN))
+    assert resp.status == 200 and (await resp.json())["offers"] == []
+    await redis.hset(keys.erp_status(), "stock.synced_at", repr(old + 60))  # fresh again
+    resp = await client.post("/v1/kiosk/store-1/identify", json=body, headers=bearer(TOKEN))
+    assert len((await resp.json())["offers"]) == 6
+
+
 async def test_bad_requests_name_the_problem(client: Client) -> None:
     headers = bearer(TOKEN)
     resp = await client.post("/v1/kiosk/store-1/identify", json={}, headers=headers)
