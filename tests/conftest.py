@@ -198,3 +198,36 @@ def postgres_url() -> str:
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         need_service("PostgreSQL", f"{DATABASE_URL.split('@')[-1]}: {exc}")
     return DATABASE_URL
+
+
+MARIADB_URL = os.environ.get("TOUCHPOINT_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> str:
+    """The service MariaDB (``TOUCHPOINT_TEST_MARIADB_URL``), checked once per session (the SQL
+    ERP connector's tests work in a database of their own)."""
+    import asyncio
+    import concurrent.futures
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        import asyncmy
+    except ImportError as exc:
+        need_service("MariaDB", f"asyncmy is not installed: {exc}")
+
+    url = urlsplit(MARIADB_URL)
+
+    async def probe() -> None:
+        connection = await asyncmy.connect(
+            host=url.hostname, port=url.port or 3306, user=unquote(url.username or ""),
+            password=unquote(url.password or ""), connect_timeout=5,
+        )  # fmt: skip
+        connection.close()
+
+    try:  # in a thread of its own: no event loop of the tests is touched
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, probe()).result()
+    except (OSError, TimeoutError, asyncmy.errors.MySQLError) as exc:
+        need_service("MariaDB", f"{url.hostname}:{url.port or 3306}: {exc}")
+    return MARIADB_URL

@@ -3,8 +3,10 @@ warehouse and the data mart.
 
     base.py   the Connector Protocol, the typed rows, row checking (no I/O)
     files.py  CSV and XML drops in a watched folder (and the embedded demo catalogue)
+    sql.py    the ERP's own database (PostgreSQL, MariaDB/MySQL) read with mapping queries
     stock.py  the stock cache in Redis: in stock? levels per location, last sync, stale
     sync.py   one entity synced: read from the connector, load, update the cache, publish
+    tryton.py a Tryton server over REST (an application key) or JSON-RPC, polled
     web.py    ``GET /v1/products/{sku}`` (admin)
 
 The ``erp`` agent (``gateway.agents.erp``) runs the syncs on their intervals.
@@ -15,10 +17,16 @@ from __future__ import annotations
 from gateway.config import Config
 from gateway.erp.base import Connector
 from gateway.erp.files import FileConnector
+from gateway.erp.sql import SqlConnector
+from gateway.erp.tryton import TrytonConnector
 
 __all__ = ["Connector", "open_connector"]
 
 
 def open_connector(config: Config) -> Connector:
-    """The connector ``erp.connector`` names (only ``files`` in this release)."""
+    """The connector ``erp.connector`` names."""
+    if config.erp.connector == "sql":
+        return SqlConnector.from_config(config)
+    if config.erp.connector == "tryton":
+        return TrytonConnector.from_config(config)
     return FileConnector.from_config(config)
