@@ -11,7 +11,7 @@ counted, and never stops the sync.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
@@ -112,7 +112,7 @@ class Page(Generic[T]):
 class Connector(Protocol):
     """One ERP. Reads may raise :class:`ErpUnavailable` (or any error: the sync backs off)."""
 
-    def read(self, entity: Entity, cursor: str | None) -> AsyncIterator[Page[Any]]:
+    def read(self, entity: Entity, cursor: str | None) -> AsyncGenerator[Page[Any], None]:
         """The rows of ``entity`` changed since ``cursor`` (all when None), page by page; the
         rows' type is ``ROW_TYPES[entity]``."""
         ...
@@ -135,8 +135,12 @@ def check_rows(
     rows: list[Any] = []
     skipped = 0
     for n, values in enumerate(raw, 1):
-        given = {k: v.strip() if isinstance(v, str) else v for k, v in values.items()}
-        given = {k: v for k, v in given.items() if v not in ("", None)}
+        given = {}
+        for key, value in values.items():
+            if isinstance(value, str):
+                value = value.strip()
+            if value is not None and value != "":
+                given[key] = value
         try:
             rows.append(msgspec.convert(given, kind, strict=False))
         except msgspec.ValidationError as exc:

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,7 +118,7 @@ class FileConnector:
     def from_config(cls, config: Config) -> FileConnector:
         return cls(config.erp_drop_dir, config.erp.files)
 
-    async def read(self, entity: Entity, cursor: str | None) -> AsyncIterator[Page[Any]]:
+    async def read(self, entity: Entity, cursor: str | None) -> AsyncGenerator[Page[Any], None]:
         """One page per waiting file (oldest first); a file that cannot be read goes to
         ``failed/`` and yields nothing."""
         paths = await self._io(self._pending, entity)

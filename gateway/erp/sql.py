@@ -41,7 +41,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -292,7 +300,7 @@ class SqlConnector:
     def from_config(cls, config: Config) -> SqlConnector:
         return cls(config.erp.sql, config.source)
 
-    async def read(self, entity: Entity, cursor: str | None) -> AsyncIterator[Page[Any]]:
+    async def read(self, entity: Entity, cursor: str | None) -> AsyncGenerator[Page[Any], None]:
         """The rows of ``entity`` from ``cursor`` on, ``page_size`` at a time; one empty page
         when the entity has no query or nothing changed."""
         if entity not in self.queries:

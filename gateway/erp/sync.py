@@ -26,6 +26,7 @@ retried after a capped exponential backoff.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -90,14 +91,14 @@ def retry_delay(interval: float, failures: int, cap: float) -> float:
 
 
 def stock_changes(
-    levels: list[StockLevel], known: dict[str, dict[str, float]]
+    levels: list[StockLevel], known: dict[tuple[str, str], float]
 ) -> tuple[list[StockLevel], list[Change]]:
     """The page's levels, last one per (sku, location), and those that differ from ``known``."""
     latest = {(level.sku, level.location): level for level in levels}
     changes = [
         Change(level.sku, level.location, old, level.quantity)
-        for level in latest.values()
-        if (old := known.get(level.sku, {}).get(level.location)) != level.quantity
+        for key, level in latest.items()
+        if (old := known.get(key)) != level.quantity
     ]
     return list(latest.values()), changes
 
@@ -240,25 +241,33 @@ class ErpSync:
         baseline = entity == "stock" and await stock.last_sync(self.redis, self.keys) is None
         now = datetime.now(UTC)
         rows = skipped = changed = 0
-        async for page in self.connector.read(entity, cursor):
-            levels: list[StockLevel] = []
-            if entity == "stock":
-                levels, count = await self._stock(page, now, baseline)
-            elif entity == "sales":
-                count = await self._sales(page.rows, now)
-            else:
-                count = await self._load(entity, page.rows, now)
-            await stock.record_page(self.redis, self.keys, entity, page.cursor, levels)
-            await self.connector.confirm(entity, page)
-            cursor = page.cursor
-            rows, skipped, changed = rows + len(page.rows), skipped + page.skipped, changed + count
-            if progress is not None:
-                progress(len(page.rows) + page.skipped, page.total)
+        pages = self.connector.read(entity, cursor)
+        async with contextlib.aclosing(pages):  # a failed load lets go of the ERP at once
+            async for page in pages:
+                count = await self._page(entity, page, now, baseline)
+                cursor = page.cursor
+                rows, skipped = rows + len(page.rows), skipped + page.skipped
+                changed += count
+                if progress is not None:
+                    progress(len(page.rows) + page.skipped, page.total)
         fields = {"rows": rows, "skipped": skipped, "changed": changed}
         await stock.record_success(self.redis, self.keys, entity, now, fields, cursor)
         if rows or skipped:
             log.info("erp %s: %d rows, %d skipped, %d changed", entity, rows, skipped, changed)
         return SyncResult(entity, rows, skipped, changed)
+
+    async def _page(self, entity: Entity, page: Page[Any], now: datetime, baseline: bool) -> int:
+        """Load one page, keep its cursor, confirm it; return the events it published."""
+        levels: list[StockLevel] = []
+        if entity == "stock":
+            levels, count = await self._stock(page, now, baseline)
+        elif entity == "sales":
+            count = await self._sales(page.rows, now)
+        else:
+            count = await self._load(entity, page.rows, now)
+        await stock.record_page(self.redis, self.keys, entity, page.cursor, levels)
+        await self.connector.confirm(entity, page)
+        return count
 
     async def _load(self, entity: Entity, rows: list[Any], now: datetime) -> int:
         """Products, stores: the warehouse. Customers: an identify per new or changed party."""
@@ -278,8 +287,10 @@ class ErpSync:
     async def _stock(
         self, page: Page[StockLevel], now: datetime, baseline: bool
     ) -> tuple[list[StockLevel], int]:
-        known = await stock.levels_of(self.redis, self.keys, {r.sku for r in page.rows})
-        levels, changes = stock_changes(page.rows, known)
+        latest = list({(r.sku, r.location): r for r in page.rows}.values())
+        # The first sync publishes nothing: no need to know what the cache held.
+        known = {} if baseline else await stock.known_levels(self.redis, self.keys, latest)
+        levels, changes = stock_changes(latest, known)
         if levels:
             await self.warehouse.upsert("product_stock", [stock_row(s, now) for s in levels])
         if changes and not baseline:

@@ -24,7 +24,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -307,7 +307,7 @@ class TrytonConnector:
     async def confirm(self, entity: Entity, page: Page[Any]) -> None:
         self._seen.setdefault(entity, set()).update(page.token or ())
 
-    async def read(self, entity: Entity, cursor: str | None) -> AsyncIterator[Page[Any]]:
+    async def read(self, entity: Entity, cursor: str | None) -> AsyncGenerator[Page[Any], None]:
         start = parse_cursor(cursor)
         after = start - self.overlap if start else None
         seen = self._seen.setdefault(entity, set())

@@ -197,10 +197,10 @@ def test_retry_delay_doubles_up_to_the_cap() -> None:
     ("known", "expected"),
     [
         ({}, [Change("A", "web", None, 2.0)]),
-        ({"A": {"web": 2.0}}, []),
-        ({"A": {"web": 5.0}}, [Change("A", "web", 5.0, 2.0)]),
+        ({("A", "web"): 2.0}, []),
+        ({("A", "web"): 5.0, ("A", "store-1"): 2.0}, [Change("A", "web", 5.0, 2.0)]),
     ],
 )
-def test_stock_changes(known: dict[str, dict[str, float]], expected: list[Change]) -> None:
+def test_stock_changes(known: dict[tuple[str, str], float], expected: list[Change]) -> None:
     levels = [StockLevel("A", "web", 9.0), StockLevel("A", "web", 2.0)]  # the last one counts
     assert stock_changes(levels, known) == ([StockLevel("A", "web", 2.0)], expected)
