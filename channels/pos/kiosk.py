@@ -35,14 +35,18 @@ from gateway.datamart.lua import text
 from gateway.datamart.profiles import Profile, find_customer, get_profile
 from gateway.erp import stock
 from gateway.events import Event
+from gateway.warehouse import Warehouse
 from gateway.web.state import BUS, CONFIG, COUNTERS, PUBLISHER, REDIS, WAREHOUSE
 from gateway.web.templates import environment
 
 log = logging.getLogger(__name__)
 
-#: Products read from the warehouse to score (the demo catalogue has 12; a real one is
-#: narrowed by the decision API, which will replace this).
-MAX_CANDIDATES: Final = 5000
+#: Products read from the warehouse to score, twice: what this store holds most of, and what
+#: is here in the customer's categories or among their recent views (a catalogue of 100,000
+#: SKUs is never read whole). The decision API will replace this.
+MAX_CANDIDATES: Final = 500
+#: Categories of the customer's interests looked at (the strongest).
+MAX_INTERESTS: Final = 20
 MAX_RESULTS: Final = 12
 #: What a view of a product adds to its score, newest first (the category's interest is added).
 VIEW_WEIGHTS: Final = (3.0, 2.0, 1.5, 1.0)
@@ -50,8 +54,11 @@ VIEW_WEIGHTS: Final = (3.0, 2.0, 1.5, 1.0)
 SendBy = Literal["screen", "email", "sms"]
 COUPON_DISCOUNT: Final = 10
 
-PRODUCTS_SQL = f"""
-SELECT sku, name, category, price, currency FROM dim_product ORDER BY sku LIMIT {MAX_CANDIDATES}"""
+CANDIDATES_SQL = """
+SELECT p.sku, p.name, p.category, p.price, p.currency, s.quantity AS here
+FROM dim_product p JOIN product_stock s ON s.sku = p.sku
+WHERE s.location = $1 AND s.quantity > 0{wanted}
+ORDER BY s.quantity DESC, p.sku LIMIT {limit}"""
 SEARCH_SQL = f"""
 SELECT sku, name, category, price, currency FROM dim_product
 WHERE lower(name) LIKE $1 OR lower(sku) LIKE $1 ORDER BY name LIMIT {MAX_RESULTS}"""
@@ -154,6 +161,27 @@ def greeting(name: str | None, store_name: str) -> str:
     return f"Hello {name}, welcome back!" if name else f"Welcome to {store_name}!"
 
 
+async def candidates(
+    warehouse: Warehouse, store: str, profile: Profile | None
+) -> list[dict[str, Any]]:
+    """Products in stock at ``store`` worth scoring: what it holds most of, and (for a known
+    customer) what it has in their strongest categories or among their recent views."""
+    found = await warehouse.fetch(CANDIDATES_SQL.format(wanted="", limit=MAX_CANDIDATES), [store])
+    if profile is not None:
+        categories = list(profile.interests)[:MAX_INTERESTS]
+        skus = [item.product_id for item in profile.viewed]
+        if categories or skus:
+            marks = [f"${n}" for n in range(2, 2 + len(categories) + len(skus))]
+            tests = []
+            if categories:
+                tests.append(f"p.category IN ({', '.join(marks[: len(categories)])})")
+            if skus:
+                tests.append(f"p.sku IN ({', '.join(marks[len(categories) :])})")
+            sql = CANDIDATES_SQL.format(wanted=f" AND ({' OR '.join(tests)})", limit=MAX_CANDIDATES)
+            found += await warehouse.fetch(sql, [store, *categories, *skus])
+    return list({p["sku"]: p for p in found}.values())
+
+
 def recommend(
     products: list[dict[str, Any]],
     profile: Profile | None,
@@ -247,12 +275,14 @@ async def identify(request: web.Request) -> web.Response:
         mapping={"store": kiosk.store, "kiosk": kiosk.kiosk, "customer": customer or ""},
     )
     await redis.expire(keys.kiosk_session(session), _ttl(config))
-    catalogue = await app[WAREHOUSE].fetch(PRODUCTS_SQL)
-    levels = await stock.levels_of(redis, keys, [p["sku"] for p in catalogue])
-    here = {sku: found.get(kiosk.store, 0.0) for sku, found in levels.items()}
+    catalogue = await candidates(app[WAREHOUSE], kiosk.store, profile)
+    here = {p["sku"]: float(p["here"]) for p in catalogue}
     if not await stock.trusted(redis, keys, config.erp):
         here = {}  # stale stock offers nothing (erp.stale_stock = "skip")
     offers = recommend(catalogue, profile, here, config.pos.kiosk_offers)
+    # The stock cache has the last word (the warehouse row may be a sync behind).
+    levels = await stock.levels_of(redis, keys, [p["sku"] for p in offers])
+    offers = [p for p in offers if levels[p["sku"]].get(kiosk.store, 0.0) > 0]
     name = first_name(profile)
     traits: dict[str, Any] = {}
     if profile is not None:  # only a known customer's identifier joins the session to them

@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from channels.pos.kiosk import first_name, kiosks, recommend
+from channels.pos import kiosk as kiosk_module
+from channels.pos.kiosk import candidates, first_name, kiosks, recommend
 from gateway import keys as K
 from gateway.agents import AGENTS, AgentContext
 from gateway.config import Config
@@ -232,3 +233,24 @@ def test_first_name_only() -> None:
     assert first_name(profile(traits={"firstName": trait("Ann")})) == "Ann"
     assert first_name(profile(traits={"name": trait("Ann Smith")})) == "Ann"
     assert first_name(profile(traits={"email": trait("ann@example.com")})) is None
+
+
+async def test_candidates_reach_past_the_best_stocked_for_a_known_customer(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large catalogue is never read whole: what the store holds most of, plus what it has
+    in the customer's categories or recent views."""
+    monkeypatch.setattr(kiosk_module, "MAX_CANDIDATES", 2)
+    warehouse = client.app[WAREHOUSE]
+    top = await candidates(warehouse, "store-1", None)
+    assert [p["sku"] for p in top] == ["SKU-4001", "SKU-4003"]  # 30 and 25 units
+    hiker = Profile(
+        customer_id="c1",
+        site="demo",
+        counters=Counters(),
+        interests={"Footwear": 3.0},
+        viewed=[Item(product_id="SKU-2003", at=datetime.now(UTC))],
+    )
+    found = [p["sku"] for p in await candidates(warehouse, "store-1", hiker)]
+    # The two best-stocked, then the two best-stocked here among shoes and the viewed fleece.
+    assert found == ["SKU-4001", "SKU-4003", "SKU-2003", "SKU-1001"]
