@@ -17,16 +17,18 @@ from __future__ import annotations
 from gateway.config import Config
 from gateway.erp.base import Connector
 from gateway.erp.files import FileConnector
-from gateway.erp.sql import SqlConnector
-from gateway.erp.tryton import TrytonConnector
 
 __all__ = ["Connector", "open_connector"]
 
 
 def open_connector(config: Config) -> Connector:
-    """The connector ``erp.connector`` names."""
+    """The connector ``erp.connector`` names (its drivers imported only when chosen)."""
     if config.erp.connector == "sql":
+        from gateway.erp.sql import SqlConnector
+
         return SqlConnector.from_config(config)
     if config.erp.connector == "tryton":
+        from gateway.erp.tryton import TrytonConnector
+
         return TrytonConnector.from_config(config)
     return FileConnector.from_config(config)
