@@ -303,6 +303,10 @@ class Run:
     engine: str
     seconds: float
     published: int
+    #: CPU seconds of the whole process, and of the thread running the event loop (every
+    #: agent's Python but the warehouse writer's).
+    cpu: float = 0.0
+    loop_cpu: float = 0.0
     checks: list[tuple[str, bool]] = field(default_factory=list)
     agents: list[AgentFigures] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -368,21 +372,25 @@ async def end_to_end(
         agents = build(names, AgentContext(config, client, bus.keys, bus, warehouse))
         for agent in agents:
             await bus.ensure_group(agent.stream, agent.name)
+        # Published as the ingest of another process would: the filter decodes every event.
+        producer = Bus(client, bus.keys, config.bus)
         for i in range(0, len(shop.entries), 500):
-            await bus.publish_many(K.EVENTS, shop.entries[i : i + 500])
+            await producer.publish_many(K.EVENTS, shop.entries[i : i + 500])
         timed = {agent.name: Timed(agent.handler) for agent in agents}
         for agent in agents:
             agent.handler = timed[agent.name]
         pool = AgentPool(agents)
         expected = shop.published - shop.duplicates
         began, wall = time.perf_counter(), time.time()
+        cpu, loop_cpu = time.process_time(), time.thread_time()
         pool.start()
         try:
             await asyncio.wait_for(until_loaded(bus, warehouse, agents, expected), timeout=900)
         finally:
             took = time.perf_counter() - began
+            cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
             await pool.stop()
-        run = Run(engine, took, shop.published)
+        run = Run(engine, took, shop.published, cpu=cpu, loop_cpu=loop_cpu)
         for agent in agents:
             s = agent.stats
             run.agents.append(
@@ -523,6 +531,10 @@ def report(results: Sequence[Run | str], argv: Sequence[str]) -> str:
             )
         lines += [""] + [f"- {'ok' if ok else 'FAILED'}: {text}" for text, ok in run.checks]
         lines += [f"- {note}" for note in run.notes]
+        lines.append(
+            f"- CPU: {run.cpu:.2f} s for the process, {run.loop_cpu:.2f} s of it on the event "
+            f"loop's thread ({run.loop_cpu / run.seconds:.0%} of the run)"
+        )
     lines += ["", *[f"note: {r}" for r in results if isinstance(r, str)]]
     lines += ["Reproduce with:", "", f"    {command(argv)}"]
     return "\n".join(lines)

@@ -6,11 +6,17 @@ replay. Consumers are members of consumer groups, ack explicitly after their sid
 durable, and reclaim entries a crashed member left pending (``XAUTOCLAIM``). An entry delivered
 ``bus.max_deliveries`` times moves to the stream's dead-letter stream. Retention trimming
 (``XTRIM MINID``) never passes an entry some group has not acknowledged.
+
+Agents running in one process (``touchpoint serve``) pass each other the events they publish
+(``publish_many(..., share=True)``): every entry still goes through Redis, but a local reader
+group gets the decoded events along with the bytes instead of decoding them again, and a
+producer waits for its local readers before it runs further ahead of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -30,8 +36,18 @@ from gateway.events import Event, pack, unpack
 
 log = logging.getLogger(__name__)
 
+try:  # redis-py's hiredis parser, read directly by Bus.execute (a private module: optional)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+except ImportError:  # pragma: no cover - another redis-py layout: the per-reply path
+    _AsyncHiredisParser = None  # type: ignore[assignment,misc]
+
 #: How far the lag of a group is counted when the server does not report it (Redis 6.2).
 LAG_COUNT_CAP = 10_000
+#: Events kept decoded per stream for the groups of this process that have not read them yet
+#: (see :meth:`Bus.publish_many`); ~2 KB each.
+SHARE_CAP = 25_000
+#: Seconds a producer waits for local readers to take what is kept for them.
+SHARE_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,15 @@ class Entry:
     #: Times this entry was delivered to a consumer of the group (1 on first delivery).
     deliveries: int = 1
     raw: bytes = field(default=b"", repr=False)
+
+
+@dataclass
+class _Shared:
+    """An entry this process published, decoded, for the local groups yet to read it."""
+
+    raw: bytes
+    events: list[Event]
+    readers: set[str]
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,12 @@ class Bus:
         self.client = client
         self.keys = keys
         self.settings = settings
+        #: Groups of this process reading each stream (they joined by reading it).
+        self._readers: dict[str, set[str]] = {}
+        #: Per stream, entries published here that local groups have still to read.
+        self._shared: dict[str, dict[str, _Shared]] = {}
+        self._shared_events: dict[str, int] = {}
+        self._freed: dict[str, asyncio.Event] = {}
 
     # --- producing ---------------------------------------------------------------------------
 
@@ -87,9 +118,104 @@ class Bus:
             raise BusUnavailable(f"publish to {stream}: {exc}") from exc
         return _id(entry_id)
 
-    async def publish_many(self, stream: str, batches: Sequence[Sequence[Event]]) -> list[str]:
-        """One entry per item of ``batches``, pipelined; entry order follows ``batches``."""
-        return await self.add_packed([(stream, pack(events)) for events in batches])
+    async def publish_many(
+        self,
+        stream: str,
+        batches: Sequence[Sequence[Event]],
+        *,
+        share: bool = False,
+        packed: Sequence[bytes] | None = None,
+    ) -> list[str]:
+        """One entry per item of ``batches``, pipelined; entry order follows ``batches``.
+
+        ``packed``: the entries' values when the caller has them already (``pack(batch)`` for
+        each batch, e.g. an entry passed on unchanged).
+
+        ``share``: the events are also kept, decoded, for the groups of this process that read
+        ``stream`` (agents run together by ``touchpoint serve``), so they skip decoding what
+        they would read back; the entry still goes through Redis, which stays the truth (a
+        read uses the kept events only when the bytes it got are the ones published). The
+        caller must not change the events afterwards. Bounded by :data:`SHARE_CAP` per stream.
+        """
+        if share and self._readers.get(stream):
+            await self._room(stream, sum(map(len, batches)))
+        if packed is None:
+            packed = [pack(events) for events in batches]
+        elif len(packed) != len(batches):
+            raise ValueError("one packed value per batch")
+        ids = await self.add_packed([(stream, value) for value in packed])
+        readers = self._readers.get(stream)
+        if share and readers:
+            self._share(stream, ids, packed, batches, readers)
+        return ids
+
+    async def _room(self, stream: str, events: int) -> None:
+        """Wait (up to :data:`SHARE_WAIT` s) until the local readers of ``stream`` took enough
+        of what is kept for them to keep ``events`` more: a producer never runs further ahead
+        of its readers in this process than that, so they never decode what it made (the
+        producer's own entries wait unacknowledged meanwhile). Readers that stopped taking
+        anything lose what is kept for them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHARE_WAIT
+        while (kept := self._shared_events.get(stream, 0)) > 0 and kept + events > SHARE_CAP:
+            left = deadline - loop.time()
+            if left <= 0:
+                self._forget(stream)
+                return
+            freed = self._freed.setdefault(stream, asyncio.Event())
+            freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(freed.wait(), left)
+
+    def _share(
+        self,
+        stream: str,
+        ids: list[str],
+        packed: Sequence[bytes],
+        batches: Sequence[Sequence[Event]],
+        readers: set[str],
+    ) -> None:
+        shared = self._shared.setdefault(stream, {})
+        count = self._shared_events.get(stream, 0)
+        for entry_id, raw, events in zip(ids, packed, batches, strict=True):
+            if count + len(events) > SHARE_CAP:
+                break  # the readers are far behind: they decode what they reach next
+            shared[entry_id] = _Shared(raw, list(events), set(readers))
+            count += len(events)
+        self._shared_events[stream] = count
+
+    def _take_shared(
+        self, stream: str, group: str, entry_id: str, raw: bytes
+    ) -> list[Event] | None:
+        """The events of an entry published here with ``share``, if ``group`` has yet to read
+        them."""
+        shared = self._shared.get(stream)
+        kept = shared.get(entry_id) if shared else None
+        if kept is None or group not in kept.readers or kept.raw != raw:
+            return None
+        kept.readers.discard(group)
+        if not kept.readers:
+            self._drop_shared(stream, entry_id)
+        return list(kept.events)
+
+    def _drop_shared(self, stream: str, entry_id: str) -> None:
+        kept = self._shared[stream].pop(entry_id)
+        self._shared_events[stream] -= len(kept.events)
+        if (freed := self._freed.get(stream)) is not None:
+            freed.set()
+
+    def _forget(self, stream: str) -> None:
+        """Drop what is kept for the readers of ``stream`` (they will decode it)."""
+        self._shared.pop(stream, None)
+        self._shared_events[stream] = 0
+
+    def leave(self, stream: str, group: str) -> None:
+        """``group`` stops reading ``stream`` in this process (an agent stopped)."""
+        self._readers.get(stream, set()).discard(group)
+        for entry_id, kept in list(self._shared.get(stream, {}).items()):
+            kept.readers.discard(group)
+            if not kept.readers:
+                self._drop_shared(stream, entry_id)
 
     async def add_packed(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
         """Pipelined XADD of already packed entries ``(stream, value)``, in order."""
@@ -116,7 +242,11 @@ class Bus:
             # One deadline for all the replies: a timeout context per reply costs more than
             # reading the reply itself.
             async with asyncio.timeout(conn.socket_timeout):
-                replies = [await conn.read_response(timeout=math.inf) for _ in commands]
+                parser = getattr(conn, "_parser", None)
+                if _AsyncHiredisParser is not None and isinstance(parser, _AsyncHiredisParser):
+                    replies = await _read_replies(parser, len(commands))
+                else:
+                    replies = [await conn.read_response(timeout=math.inf) for _ in commands]
         except BaseException as exc:
             await conn.disconnect()  # replies half read: the connection is out of step
             if isinstance(exc, RedisError | OSError | TimeoutError):
@@ -154,13 +284,24 @@ class Bus:
             raise BusUnavailable(f"read {stream}: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"read {stream}: {exc}") from exc
+        self._readers.setdefault(stream, set()).add(group)
         if not reply:
             return []
         if isinstance(reply, dict):  # RESP3 shape
             rows = next(iter(reply.values()))[0] if reply else []
         else:
             rows = reply[0][1]
-        return [_entry(stream, entry_id, fields) for entry_id, fields in rows]
+        if stream not in self._shared:
+            return [_entry(stream, entry_id, fields) for entry_id, fields in rows]
+        entries = []
+        for entry_id, fields in rows:
+            raw = (fields or {}).get(K.ENTRY_FIELD, b"")
+            events = self._take_shared(stream, group, _id(entry_id), raw) if raw else None
+            if events is None:
+                entries.append(_entry(stream, entry_id, fields))
+            else:
+                entries.append(Entry(_id(entry_id), events, raw=raw))
+        return entries
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -315,6 +456,25 @@ class Bus:
         after = "(" + _id(group["last-delivered-id"])
         rows: Any = await self.client.xrange(key, min=after, max="+", count=LAG_COUNT_CAP)
         return len(rows)
+
+
+async def _read_replies(parser: _AsyncHiredisParser, count: int) -> list[Any]:
+    """``count`` replies straight from the hiredis reader (redis-py's per-reply path costs
+    ~0.7 µs more a reply, in Python around it); an error reply is raised once all are read."""
+    reader: Any = parser._reader
+    push = getattr(hiredis, "PushNotification", None)  # RESP3 out-of-band: not a reply
+    replies: list[Any] = []
+    while True:
+        while (reply := reader.gets()) is not NOT_ENOUGH_DATA:
+            if push is not None and isinstance(reply, push):
+                continue
+            replies.append(reply)
+            if len(replies) == count:
+                for reply in replies:
+                    if isinstance(reply, RedisError):
+                        raise reply
+                return replies
+        await parser.read_from_socket()  # type: ignore[no-untyped-call]
 
 
 def _xadd(key: str, value: bytes) -> tuple[Any, ...]:

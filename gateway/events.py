@@ -31,8 +31,13 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Props = dict[str, Any]
 
 
-class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One contact, on any channel. ``timestamp`` is when it happened (skew-corrected, UTC)."""
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One contact, on any channel. ``timestamp`` is when it happened (skew-corrected, UTC).
+
+    Not tracked by the garbage collector (``gc=False``): an event holds JSON-like data only and
+    never takes part in a reference cycle, and the agents hold tens of thousands at a time
+    (every collection would walk them).
+    """
 
     event_id: str
     type: EventType

@@ -1,17 +1,21 @@
 """Events → warehouse fact rows: plain functions, no I/O (the sync agent loads what they make).
 
 Every row is keyed by something the event fixes (its id; an order's id and line), so loading
-the same event twice adds nothing.
+the same event twice adds nothing. Rows are made as tuples in a fixed column order
+(:class:`~gateway.warehouse.base.Records`), the shape a bulk load takes without looking each
+value up by name; :func:`facts` gives them as dicts for readers.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
+import msgspec
+
 from gateway.events import Event
+from gateway.warehouse.base import Records
 
 Row = dict[str, Any]
 
@@ -34,12 +38,33 @@ ORDER_EVENTS: Final = {"Order Completed": "sale", "Order Refunded": "return"}
 #: Properties that may hold a person's contact details: never copied into the warehouse.
 PII_PROPERTIES: Final = frozenset({"email", "phone", "name", "first_name", "last_name", "address"})
 
+EVENT_COLUMNS: Final = (
+    "event_id", "site", "channel", "type", "name", "ts", "received_at", "date_key",
+    "customer_id", "anonymous_id", "session_id", "is_bot", "device_type", "browser", "os",
+    "country", "referrer_class", "campaign", "path", "store_id", "sku", "category", "revenue",
+    "properties",
+)  # fmt: skip
+SALE_COLUMNS: Final = (
+    "order_id", "line_no", "event_id", "ts", "date_key", "site", "channel", "store_id",
+    "customer_id", "sku", "category", "quantity", "unit_price", "discount", "revenue",
+    "currency", "kind",
+)  # fmt: skip
+MESSAGE_COLUMNS: Final = (
+    "message_id", "ts", "date_key", "channel", "campaign_id", "customer_id", "status", "event_id",
+)  # fmt: skip
+
+_EMPTY: Final[dict[str, Any]] = {}
+#: Values JSON has no type for (bytes from msgpack...) are written as their text.
+_json: Final = msgspec.json.Encoder(enc_hook=str)
+
 
 def date_key(ts: datetime) -> int:
     return ts.year * 10_000 + ts.month * 100 + ts.day
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str:
+        return value or None
     return None if value is None or value == "" else str(value)
 
 
@@ -51,107 +76,152 @@ def _number(value: Any) -> float | None:
 
 
 def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    return value if isinstance(value, dict) else _EMPTY
+
+
+def properties_json(props: dict[str, Any]) -> str:
+    """The properties as JSON text, contact details left out."""
+    if not PII_PROPERTIES.isdisjoint(props):
+        props = {k: v for k, v in props.items() if k not in PII_PROPERTIES}
+    return _json.encode(props).decode()
+
+
+def event_record(event: Event) -> tuple[Any, ...]:
+    """One ``fact_event`` row, in the order of :data:`EVENT_COLUMNS`."""
+    context, props = event.context, event.properties
+    get = context.get
+    agent, page = _dict(get("userAgentData")), _dict(get("page"))
+    ts = event.timestamp
+    name = event.name
+    return (
+        event.event_id,
+        event.site,
+        event.channel,
+        event.type,
+        name,
+        ts,
+        event.received_at,
+        ts.year * 10_000 + ts.month * 100 + ts.day,
+        event.customer_id,
+        event.anonymous_id,
+        event.session_id,
+        bool(get("bot")),
+        _text(agent.get("deviceType")),
+        _text(agent.get("browser")),
+        _text(agent.get("os")),
+        _text(_dict(get("location")).get("country")),
+        _text(get("referrerClass")),
+        _text(_dict(get("campaign")).get("name")),
+        _text(page.get("path") or props.get("path")),
+        _text(props.get("store_id") or get("store")),
+        _text(props.get("sku") or props.get("product_id")),
+        _text(props.get("category")),
+        _number(props.get("revenue", props.get("total"))) if name in ORDER_EVENTS else None,
+        properties_json(props),
+    )
 
 
 def event_row(event: Event) -> Row:
     """One ``fact_event`` row."""
-    context, props = event.context, event.properties
-    agent, page = _dict(context.get("userAgentData")), _dict(context.get("page"))
-    campaign, location = _dict(context.get("campaign")), _dict(context.get("location"))
-    return {
-        "event_id": event.event_id,
-        "site": event.site,
-        "channel": event.channel,
-        "type": event.type,
-        "name": event.name,
-        "ts": event.timestamp,
-        "received_at": event.received_at,
-        "date_key": date_key(event.timestamp),
-        "customer_id": event.customer_id,
-        "anonymous_id": event.anonymous_id,
-        "session_id": event.session_id,
-        "is_bot": bool(context.get("bot")),
-        "device_type": _text(agent.get("deviceType")),
-        "browser": _text(agent.get("browser")),
-        "os": _text(agent.get("os")),
-        "country": _text(location.get("country")),
-        "referrer_class": _text(context.get("referrerClass")),
-        "campaign": _text(campaign.get("name")),
-        "path": _text(page.get("path") or props.get("path")),
-        "store_id": _text(props.get("store_id") or context.get("store")),
-        "sku": _text(props.get("sku") or props.get("product_id")),
-        "category": _text(props.get("category")),
-        "revenue": _number(props.get("revenue", props.get("total")))
-        if event.name in ORDER_EVENTS
-        else None,
-        "properties": json.dumps(
-            {k: v for k, v in props.items() if k not in PII_PROPERTIES}, default=str
-        ),
-    }
+    return dict(zip(EVENT_COLUMNS, event_record(event), strict=True))
 
 
-def sale_rows(event: Event) -> list[Row]:
-    """``fact_sale`` lines of an ``Order Completed`` / ``Order Refunded`` (e-commerce spec)."""
+def sale_records(event: Event) -> list[tuple[Any, ...]]:
+    """``fact_sale`` lines of an ``Order Completed`` / ``Order Refunded`` (e-commerce spec),
+    in the order of :data:`SALE_COLUMNS`."""
     kind = ORDER_EVENTS.get(event.name or "")
+    if kind is None:
+        return []
     props = event.properties
     order_id = _text(props.get("order_id"))
     products = props.get("products")
-    if kind is None or order_id is None or not isinstance(products, list):
+    if order_id is None or not isinstance(products, list):
         return []
     sign = -1.0 if kind == "return" else 1.0
+    store = _text(props.get("store_id") or event.context.get("store"))
+    currency = _text(props.get("currency"))
+    ts = event.timestamp
+    day = date_key(ts)
     rows = []
     for line_no, product in enumerate(p for p in products if isinstance(p, dict)):
         quantity = _number(product.get("quantity")) or 1.0
         price = _number(product.get("price")) or 0.0
         discount = _number(product.get("discount")) or 0.0
         rows.append(
-            {
-                "order_id": order_id,
-                "line_no": line_no,
-                "event_id": event.event_id,
-                "ts": event.timestamp,
-                "date_key": date_key(event.timestamp),
-                "site": event.site,
-                "channel": event.channel,
-                "store_id": _text(props.get("store_id") or event.context.get("store")),
-                "customer_id": event.customer_id,
-                "sku": _text(product.get("sku") or product.get("product_id")),
-                "category": _text(product.get("category")),
-                "quantity": sign * quantity,
-                "unit_price": price,
-                "discount": discount,
-                "revenue": sign * (quantity * price - discount),
-                "currency": _text(props.get("currency")),
-                "kind": kind,
-            }
+            (
+                order_id,
+                line_no,
+                event.event_id,
+                ts,
+                day,
+                event.site,
+                event.channel,
+                store,
+                event.customer_id,
+                _text(product.get("sku") or product.get("product_id")),
+                _text(product.get("category")),
+                sign * quantity,
+                price,
+                discount,
+                sign * (quantity * price - discount),
+                currency,
+                kind,
+            )
         )
     return rows
 
 
-def message_row(event: Event) -> Row | None:
-    """A ``fact_message`` row for a message outcome event."""
+def sale_rows(event: Event) -> list[Row]:
+    """``fact_sale`` lines of an ``Order Completed`` / ``Order Refunded`` (e-commerce spec)."""
+    return [dict(zip(SALE_COLUMNS, r, strict=True)) for r in sale_records(event)]
+
+
+def message_record(event: Event) -> tuple[Any, ...] | None:
+    """A ``fact_message`` row for a message outcome event (order of :data:`MESSAGE_COLUMNS`)."""
     status = MESSAGE_STATUSES.get(event.name or "")
     if status is None:
         return None
-    return {
-        "message_id": event.event_id,
-        "ts": event.timestamp,
-        "date_key": date_key(event.timestamp),
-        "channel": event.channel,
-        "campaign_id": _text(event.properties.get("campaign_id")),
-        "customer_id": event.customer_id,
-        "status": status,
-        "event_id": event.event_id,
-    }
+    return (
+        event.event_id,
+        event.timestamp,
+        date_key(event.timestamp),
+        event.channel,
+        _text(event.properties.get("campaign_id")),
+        event.customer_id,
+        status,
+        event.event_id,
+    )
+
+
+def message_row(event: Event) -> Row | None:
+    """A ``fact_message`` row for a message outcome event."""
+    record = message_record(event)
+    return None if record is None else dict(zip(MESSAGE_COLUMNS, record, strict=True))
+
+
+def fact_records(events: Iterable[Event]) -> list[Records]:
+    """The rows of every fact table a batch of events loads (tables without rows left out)."""
+    rows: list[tuple[Any, ...]] = []
+    sales: list[tuple[Any, ...]] = []
+    messages: list[tuple[Any, ...]] = []
+    for event in events:
+        rows.append(event_record(event))
+        name = event.name
+        if name in ORDER_EVENTS:
+            sales += sale_records(event)
+        elif name in MESSAGE_STATUSES and (message := message_record(event)) is not None:
+            messages.append(message)
+    found = [
+        Records("fact_event", EVENT_COLUMNS, rows),
+        Records("fact_sale", SALE_COLUMNS, sales),
+        Records("fact_message", MESSAGE_COLUMNS, messages),
+    ]
+    return [r for r in found if r.rows]
 
 
 def facts(events: Iterable[Event]) -> dict[str, list[Row]]:
-    """Rows per fact table for a batch of events."""
-    out: dict[str, list[Row]] = {"fact_event": [], "fact_sale": [], "fact_message": []}
-    for event in events:
-        out["fact_event"].append(event_row(event))
-        out["fact_sale"].extend(sale_rows(event))
-        if (row := message_row(event)) is not None:
-            out["fact_message"].append(row)
+    """Rows per fact table for a batch of events, as dicts."""
+    out: dict[str, list[Row]] = {table: [] for table in FACT_TABLES}
+    for records in fact_records(events):
+        out[records.table] = records.dicts()
     return out

@@ -24,7 +24,7 @@ import msgspec
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
-from gateway.events import Event
+from gateway.events import Event, pack
 from gateway.keys import EVENTS, FILTERED
 
 log = logging.getLogger(__name__)
@@ -92,48 +92,61 @@ class Filter:
     async def __call__(self, entries: Sequence[Entry]) -> None:
         bucket = int(time.time() * 1000) // self.window_ms
         kept: list[list[Event]] = []
+        #: Entries whose events all pass unchanged so far: they go on as they came.
+        whole: list[bool] = []
         dropped: list[tuple[str, str]] = []
+        by_site: dict[str, list[str]] = {}
+        sites = self.sites
         for entry in entries:
             good = []
+            same = True
             for event in entry.events:
-                reason = problem(event, self.sites)
+                reason = problem(event, sites)
                 if reason is None:
-                    good.append(flagged(event))
+                    passed = flagged(event)
+                    same = same and passed is event
+                    good.append(passed)
+                    ids = by_site.get(event.site)
+                    if ids is None:
+                        ids = by_site[event.site] = []
+                    ids.append(event.event_id)
                 else:
+                    same = False
                     dropped.append((event.event_id[:80], reason))
             kept.append(good)
+            whole.append(same)
         if dropped:
             self.stats.malformed += len(dropped)
             log.warning(
                 "filter: dropped %d malformed event(s), e.g. %r: %s", len(dropped), *dropped[0]
             )
-        by_site: dict[str, list[str]] = {}
-        for events in kept:
-            for event in events:
-                by_site.setdefault(event.site, []).append(event.event_id)
         seen = await self._seen(by_site, bucket)
         out: list[list[Event]] = []
-        fresh: dict[str, list[str]] = {}
-        for events in kept:
+        packed: list[bytes] = []
+        fresh: dict[str, list[str]] = {site: [] for site in by_site}
+        for entry, events, same in zip(entries, kept, whole, strict=True):
             unique = []
             for event in events:
-                key = (event.site, event.event_id)
-                if key in seen:
+                site_seen = seen[event.site]
+                if event.event_id in site_seen:
                     self.stats.duplicates += 1
+                    same = False
                     continue
-                seen.add(key)  # a later copy in this batch is a duplicate too
+                site_seen.add(event.event_id)  # a later copy in this batch is a duplicate too
                 unique.append(event)
-                fresh.setdefault(event.site, []).append(event.event_id)
+                fresh[event.site].append(event.event_id)
                 self.stats.bots += event.context.get("bot") is True
             self.stats.passed += len(unique)
             if unique:
                 out.append(unique)
+                # an entry that passes whole and unchanged goes on as it came: no packing
+                packed.append(entry.raw if same and entry.raw else pack(unique))
         if out:
-            await self.bus.publish_many(OUTPUT, out)
+            await self.bus.publish_many(OUTPUT, out, share=True, packed=packed)
         await self._mark(fresh, bucket)
 
-    async def _seen(self, by_site: dict[str, list[str]], bucket: int) -> set[tuple[str, str]]:
-        """(site, id) pairs already passed in this bucket or the one before."""
+    async def _seen(self, by_site: dict[str, list[str]], bucket: int) -> dict[str, set[str]]:
+        """Per site, the ids already passed in this bucket or the one before."""
         commands: list[tuple[Any, ...]] = []
         asked: list[tuple[str, list[str]]] = []
         for site, ids in by_site.items():
@@ -145,12 +158,10 @@ class Filter:
                     )
                 asked.append((site, chunk))
         replies = await self.bus.execute(commands)
-        seen: set[tuple[str, str]] = set()
+        seen: dict[str, set[str]] = {site: set() for site in by_site}
         for n, (site, chunk) in enumerate(asked):
             current, previous = replies[2 * n], replies[2 * n + 1]
-            seen.update(
-                (site, i) for i, a, b in zip(chunk, current, previous, strict=True) if a or b
-            )
+            seen[site].update(i for i, a, b in zip(chunk, current, previous, strict=True) if a or b)
         return seen
 
     async def _mark(self, fresh: dict[str, list[str]], bucket: int) -> None:

@@ -24,7 +24,6 @@ from gateway.config import Config
 from gateway.datamart import identity
 from gateway.datamart.identifiers import identifiers_of
 from gateway.datamart.lua import execute, text
-from gateway.datamart.sessions import ms
 from gateway.datamart.store import StoreSettings, complete_merge
 from gateway.events import Event
 
@@ -58,10 +57,12 @@ class Identity:
                     continue
                 ids = identifiers_of(event)
                 if ids:
-                    item = identity.payload(
-                        event.site, event.event_id, event.type, ms(event.timestamp), ids
-                    )
-                    by_site.setdefault(event.site, []).append((i, j, item))
+                    at = int(event.timestamp.timestamp() * 1000)  # ms(), inline
+                    item = identity.payload(event.site, event.event_id, event.type, at, ids)
+                    items = by_site.get(event.site)
+                    if items is None:
+                        items = by_site[event.site] = []
+                    items.append((i, j, item))
         calls = [
             (site, items[n : n + CHUNK])
             for site, items in by_site.items()
@@ -91,7 +92,7 @@ class Identity:
                 )
         batches: list[list[Event]] = [events for events in out if events]
         if batches:
-            await self.bus.publish_many(OUTPUT, batches)
+            await self.bus.publish_many(OUTPUT, batches, share=True)
 
     async def _fold(self, site: str, merged: str, survivor: str) -> None:
         await complete_merge(self.bus, self.keys, merged, survivor, self.settings)

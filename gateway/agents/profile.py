@@ -2,9 +2,11 @@
 
 The end of the chain. Each event with a customer (bots never have one) becomes a delta
 (:func:`gateway.datamart.deltas.event_delta`: counters, first/last seen per channel, traits,
-consent, recent items, interests, preferred store, time zone, the visit); a batch applies them
-with one script call per customer, in one pipeline. The script skips event ids the customer
-already processed, so a replayed entry changes nothing; an event for a customer merged into
+consent, recent items, interests, preferred store, time zone, the visit); a batch's events of
+one customer go as one combined delta (:func:`gateway.datamart.deltas.combine`), with one
+script call per customer, all in one pipeline. The script skips event ids the customer already
+processed — a combined delta is applied only when none of its ids was, else its other events go
+again one by one — so a replayed entry changes nothing; an event for a customer merged into
 another goes to the survivor once the fold is complete (:mod:`gateway.datamart.store`).
 """
 
@@ -16,8 +18,9 @@ from gateway import keys as K
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
-from gateway.datamart.deltas import encode, event_delta
+from gateway.datamart.deltas import combined
 from gateway.datamart.store import StoreSettings, apply
+from gateway.events import Event
 
 STREAM = K.IDENTIFIED
 
@@ -31,12 +34,13 @@ class Profiles:
         self.applied = 0
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
-        groups: dict[str, list[bytes]] = {}
+        groups: dict[str, list[Event]] = {}
         for entry in entries:
             for event in entry.events:
                 if event.customer_id and event.context.get("bot") is not True:
-                    groups.setdefault(event.customer_id, []).append(encode(event_delta(event)))
-        self.applied += await apply(self.bus, self.bus.keys, groups, self.settings)
+                    groups.setdefault(event.customer_id, []).append(event)
+        changes = {customer: combined(events) for customer, events in groups.items()}
+        self.applied += await apply(self.bus, self.bus.keys, changes, self.settings)
 
 
 def handler(bus: Bus, config: Config) -> Handler:

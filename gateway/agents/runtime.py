@@ -130,6 +130,7 @@ class Agent:
                 self._record_error(exc)
                 await self._pause()
         self.running = False
+        self.bus.leave(self.stream, self.name)
         log.info("agent %s: stopped", self.name)
 
     async def _next_batch(self, count: int, block: float, claim_idle: float) -> list[Entry]:

@@ -14,6 +14,7 @@ closes sessions idle on the wall clock for ``collector.session_timeout``.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from gateway.bus import Bus, Entry
 from gateway.config import Config
 from gateway.datamart.lua import Script, execute, text
 from gateway.datamart.sessions import (
+    SESSIONLESS,
     OpenSession,
     Rules,
     SessionRecord,
@@ -36,9 +38,7 @@ from gateway.datamart.sessions import (
     close,
     pack_records,
     pack_state,
-    sessionized,
     unpack_state,
-    visitor_of,
 )
 from gateway.errors import BusUnavailable
 from gateway.events import Event
@@ -80,15 +80,19 @@ return 0
 Visitor = tuple[str, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Plan:
     """One visitor's part of a batch."""
 
-    positions: list[tuple[int, int]]
+    #: (entry index, event index, event) in arrival order, and the events' ids.
+    items: list[tuple[int, int, Event]]
+    ids: list[str]
+    #: The open session's key and how the visitor is known to the identity graph.
+    key: str = ""
+    kind: str = ""
     version: str = ""
     state: OpenSession | None = None
     known: dict[str, str] = field(default_factory=dict)
-    customer: str | None = None
 
 
 class Sessions:
@@ -106,6 +110,9 @@ class Sessions:
             for name, site in config.sites.items()
         }
         self.default_rules = Rules(self.timeout_ms)
+        #: Version tokens: unique per process start (random) and per write (a counter).
+        self._token = secrets.token_hex(6)
+        self._writes = itertools.count()
         #: Sessions published; visitors whose state changed under us (recomputed).
         self.closed = 0
         self.conflicts = 0
@@ -124,92 +131,113 @@ class Sessions:
         pending: dict[Visitor, _Plan] = {}
         for i, entry in enumerate(entries):
             for j, event in enumerate(entry.events):
-                if sessionized(event):
-                    visitor = (event.site, visitor_of(event) or "")
-                    pending.setdefault(visitor, _Plan([])).positions.append((i, j))
+                # sessionized(), inline: this runs for every event
+                who = event.anonymous_id or event.user_id
+                if who is None or event.channel in SESSIONLESS or event.context.get("bot") is True:
+                    continue
+                visitor = (event.site, who)
+                plan = pending.get(visitor)
+                if plan is None:
+                    plan = pending[visitor] = _Plan([], [])
+                    plan.key = self.keys.open_session(*visitor)
+                    plan.kind = "anonymous_id" if event.anonymous_id else "user_id"
+                plan.items.append((i, j, event))
+                plan.ids.append(event.event_id)
         for _ in range(ATTEMPTS):
             if not pending:
                 break
-            await self._load(pending, entries, now)
-            pending = await self._commit(pending, entries, out, now)
+            await self._load(pending, now)
+            pending = await self._commit(pending, out, now)
             self.conflicts += len(pending)
         if pending:
             raise BusUnavailable(f"sessions: {len(pending)} visitor(s) kept changing under us")
         batches = [events for events in out if events]
         if batches:
-            await self.bus.publish_many(OUTPUT, batches)
+            await self.bus.publish_many(OUTPUT, batches, share=True)
 
-    async def _load(self, plans: dict[Visitor, _Plan], entries: Sequence[Entry], now: int) -> None:
+    async def _load(self, plans: dict[Visitor, _Plan], now: int) -> None:
         bucket = now // self.window_ms
         commands: list[tuple[Any, ...]] = []
         for (site, visitor), plan in plans.items():
-            ids = [entries[i].events[j].event_id for i, j in plan.positions]
-            first = entries[plan.positions[0][0]].events[plan.positions[0][1]]
-            kind = "anonymous_id" if first.anonymous_id else "user_id"
+            ids = plan.ids
             commands += [
-                (b"HMGET", self.keys.open_session(site, visitor), b"v", b"s"),
+                (b"HMGET", plan.key, b"v", b"s"),
                 (b"HMGET", self.keys.session_of_events(site, visitor, bucket), *ids),
                 (b"HMGET", self.keys.session_of_events(site, visitor, bucket - 1), *ids),
-                (b"GET", self.keys.identifier(site, kind, visitor)),
             ]
         replies = await execute(self.bus, commands)
         for n, plan in enumerate(plans.values()):
-            (version, blob), current, previous, customer = replies[4 * n : 4 * n + 4]
+            (version, blob), current, previous = replies[3 * n : 3 * n + 3]
             plan.version = text(version) if version else ""
             plan.state = unpack_state(blob) if blob else None
-            plan.customer = text(customer) if customer else None
             plan.known = {}
-            for (i, j), a, b in zip(plan.positions, current, previous, strict=True):
-                if a or b:
-                    plan.known[entries[i].events[j].event_id] = text(a or b)
+            if any(current) or any(previous):
+                for event_id, a, b in zip(plan.ids, current, previous, strict=True):
+                    if a or b:
+                        plan.known[event_id] = text(a or b)
 
     async def _commit(
-        self,
-        plans: dict[Visitor, _Plan],
-        entries: Sequence[Entry],
-        out: list[list[Event]],
-        now: int,
+        self, plans: dict[Visitor, _Plan], out: list[list[Event]], now: int
     ) -> dict[Visitor, _Plan]:
         """Apply the rules and write back; the visitors whose state changed meanwhile."""
         bucket = now // self.window_ms
         ttl = 2 * self.window_ms
-        records: list[SessionRecord] = []
+        replace = msgspec.structs.replace
+        ended: list[tuple[SessionRecord, _Plan]] = []
         writes: list[tuple[Any, ...]] = []
         written: list[Visitor] = []
         for (site, visitor), plan in plans.items():
             rules = self.rules.get(site, self.default_rules)
-            state, assigned = plan.state, dict[str, str]()
-            for i, j in plan.positions:
-                event = entries[i].events[j]
-                sid = plan.known.get(event.event_id) or assigned.get(event.event_id)
-                if sid is None:
-                    state, ended = advance(state, event, rules, now)
-                    if ended is not None:
-                        ended.customer_id = plan.customer
-                        records.append(ended)
+            state, assigned, known = plan.state, dict[str, str](), plan.known
+            for i, j, event in plan.items:
+                sid = known.get(event.event_id) if known else None
+                if sid is None and (sid := assigned.get(event.event_id)) is None:
+                    state, record = advance(state, event, rules, now)
+                    if record is not None:
+                        ended.append((record, plan))
                     sid = assigned[event.event_id] = state.session_id
-                out[i][j] = msgspec.structs.replace(event, session_id=sid)
+                out[i][j] = replace(event, session_id=sid)
             if not assigned or state is None:
                 continue  # all replays: nothing to write
-            key = self.keys.open_session(site, visitor)
             mapping = [x for pair in assigned.items() for x in pair]
-            writes += [
+            token = f"{self._token}-{next(self._writes)}"
+            writes.append(
                 CAS.call(
-                    [key, self.keys.session_of_events(site, visitor, bucket)],
-                    [plan.version, secrets.token_hex(6), pack_state(state), ttl, *mapping],
-                ),
-                (b"ZADD", self.keys.idle_sessions(), now, key),
-            ]
+                    [plan.key, self.keys.session_of_events(site, visitor, bucket)],
+                    [plan.version, token, pack_state(state), ttl, *mapping],
+                )
+            )
             written.append((site, visitor))
-        if not writes and not records:
+        if not writes and not ended:
             return {}
+        records = await self._with_customers(ended)
         commands: list[tuple[Any, ...]] = [CAS.load()]
         if records:
             commands.append(_xadd(self.keys.stream(K.SESSIONS), pack_records(records)))
-        replies = await execute(self.bus, commands + writes)
+        index = [x for site, visitor in written for x in (now, plans[site, visitor].key)]
+        tail = [(b"ZADD", self.keys.idle_sessions(), *index)] if index else []
+        replies = await execute(self.bus, commands + writes + tail)
         self.closed += len(records)
-        swapped = replies[len(commands) :: 2]
+        swapped = replies[len(commands) : len(commands) + len(writes)]
         return {v: plans[v] for v, ok in zip(written, swapped, strict=True) if int(ok) == 0}
+
+    async def _with_customers(
+        self, ended: list[tuple[SessionRecord, _Plan]]
+    ) -> list[SessionRecord]:
+        """The records of the visits that ended, with the customer each visitor is known as
+        (one round trip, only for the visitors whose visit ended)."""
+        if not ended:
+            return []
+        lookups = [
+            (b"GET", self.keys.identifier(record.site, plan.kind, record.visitor_id))
+            for record, plan in ended
+        ]
+        customers = await execute(self.bus, lookups)
+        records = []
+        for (record, _), customer in zip(ended, customers, strict=True):
+            record.customer_id = text(customer) if customer else None
+            records.append(record)
+        return records
 
     async def flush_idle(self, now_ms: int | None = None) -> int:
         """Close sessions that saw no event for ``collector.session_timeout``; how many."""

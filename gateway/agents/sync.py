@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from gateway.agents.facts import FACT_TABLES, Row, date_key, facts
+from gateway.agents.facts import Row, date_key, fact_records
 from gateway.agents.runtime import Handler
 from gateway.bus import Entry
 from gateway.datamart import profiles
@@ -61,10 +61,9 @@ class EventsSync:
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
         events = [e for entry in entries for e in entry.events]
-        rows = facts(events)
-        for table in FACT_TABLES:
-            if rows[table]:
-                await self.warehouse.insert(table, rows[table])
+        loads = fact_records(events)
+        if loads:  # one transaction: a batch's facts are all in or all out
+            await self.warehouse.insert_records(loads)
         customers = {e.customer_id for e in events if e.customer_id}
         if customers:
             await self.redis.sadd(self.keys.sync_touched(), *customers)

@@ -10,9 +10,14 @@ LARGEST: Final = 1e12
 MAX_QUANTITY: Final = 1_000_000
 
 
+#: The types an id, label or number may be sent as (a tuple: ``str | int | float`` would
+#: build a union object on every call of these hot functions).
+_SCALARS: Final = (str, int, float)
+
+
 def number(value: Any) -> float | None:
     """A finite number sent as a number or as text; None for anything else (booleans too)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, _SCALARS):
         return None
     try:
         result = float(value)
@@ -25,9 +30,10 @@ def text(value: Any) -> str | None:
     """A non-empty id or label sent as text or as a number."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, str | int | float):
-        result = str(value).strip()
-        return result or None
+    if type(value) is str:
+        return value.strip() or None
+    if isinstance(value, _SCALARS):
+        return str(value).strip() or None
     return None
 
 

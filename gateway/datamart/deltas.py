@@ -2,14 +2,16 @@
 
 A :class:`Delta` is a small set of operations (add to counters, keep the earliest/latest time,
 keep the latest value, remember recent items, add to scores, note the visit) that the profile
-script applies once per id. An event gives one (:func:`event_delta`); folding a merged
+script applies once per id. An event gives one (:func:`event_delta`); several events of one
+customer give one too (:func:`combine`: applied once, all its ids at a time); folding a merged
 customer into the survivor is one too (:func:`fold_delta`, from the merged profile's
-snapshot), so both go through the same exactly-once path.
+snapshot), so all go through the same exactly-once path.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -22,7 +24,6 @@ from gateway.datamart.commerce import (
     store_of,
     text,
 )
-from gateway.datamart.sessions import ms
 from gateway.events import Event
 
 #: Integer counters of ``p`` (``revenue`` is a float; ``visits`` is counted from sessions).
@@ -42,10 +43,13 @@ class Latest(msgspec.Struct, array_like=True):
     raw: str
 
 
-class Delta(msgspec.Struct, omit_defaults=True):
+class Delta(msgspec.Struct, omit_defaults=True, gc=False):
     """Operations on one customer's profile, applied together once (``id`` is the guard)."""
 
     id: str
+    #: The other events the delta stands for (:func:`combine`): it is applied only when none
+    #: of its ids was, and records them all.
+    more: list[str] = []
     site: str | None = None
     incr: dict[str, int] = {}
     fincr: dict[str, float] = {}
@@ -82,46 +86,219 @@ def consents_of(value: Any) -> list[dict[str, Any]]:
 
 def event_delta(event: Event) -> Delta:
     """The changes ``event`` makes to its customer's profile."""
-    at, channel, props = ms(event.timestamp), event.channel, event.properties
-    delta = Delta(id=event.event_id, site=event.site, incr={"events": 1})
-    delta.min = {"first_seen": at, f"first:{channel}": at}
-    delta.max = {"last_seen": at, f"last:{channel}": at}
-    if event.session_id:
-        delta.sessions = [(event.session_id, at)]
-    if event.type in ("page", "screen"):
-        delta.incr["page_views"] = 1
-    latest: dict[str, Latest] = {}
-    consents: list[dict[str, Any]] = []
-    for traits in _traits_of(event):
-        for trait, value in traits.items():
-            if trait == "consent":
-                consents += consents_of(value)
+    return combine([event])
+
+
+_PAGES: Final = frozenset({"page", "screen"})
+_BROWSE: Final = {"Product Viewed": "viewed", "Product Added": "carted"}
+_EMAILS: Final = {"Email Opened": "emails_opened", "Email Link Clicked": "emails_clicked"}
+_CHANGES: Final = frozenset({"Order Completed", "Order Refunded", "Consent Updated"})
+
+
+class _Changes:
+    """What several events of one customer change, merged as :func:`combine` says."""
+
+    __slots__ = (
+        "events", "fincr", "first", "incr", "last", "latest", "pages", "recent", "scores",
+        "sessions",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.pages = 0
+        #: Other counters (orders, units, e-mails).
+        self.incr: dict[str, int] = {}
+        self.fincr: dict[str, float] = {}
+        #: Per channel, the earliest and the latest event time.
+        self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+        #: field → (at, value, channel, more): the JSON is made for the winner only.
+        self.latest: dict[str, tuple[int, Any, str, dict[str, Any] | None]] = {}
+        self.recent: dict[str, dict[str, int]] = {}
+        self.scores: dict[str, dict[str, float]] = {}
+        self.sessions: dict[str, int] = {}
+
+    def add(self, event: Event) -> None:
+        at, channel = int(event.timestamp.timestamp() * 1000), event.channel
+        self.events += 1
+        first, last = self.first, self.last
+        if at < first.get(channel, at + 1):
+            first[channel] = at
+        if at > last.get(channel, at - 1):
+            last[channel] = at
+        if session := event.session_id:
+            sessions = self.sessions
+            if at > sessions.get(session, at - 1):
+                sessions[session] = at
+        type_ = event.type
+        if type_ in _PAGES:
+            self.pages += 1
+        context = event.context
+        if event.traits or "traits" in context or "timezone" in context:
+            self._latest(event, at, channel)
+        if type_ != "track":
+            return
+        name = event.name
+        if (kind := _BROWSE.get(name)) is not None:  # type: ignore[arg-type]
+            props = event.properties
+            pid = product_id(props)
+            if pid:
+                items = self.recent.setdefault(kind, {})
+                if at > items.get(pid, at - 1):
+                    items[pid] = at
+            category = text(props.get("category"))
+            if category:
+                self._score("interests", category, INTEREST[kind])
+        elif (counter := _EMAILS.get(name)) is not None:  # type: ignore[arg-type]
+            self.incr[counter] = self.incr.get(counter, 0) + 1
+        elif name in _CHANGES:
+            if name == "Order Completed":
+                self._order(event, at)
+            elif name == "Order Refunded":
+                self._refund(event)
             else:
-                latest[f"trait:{trait}"] = _latest(at, value, channel)
-    timezone = text(event.context.get("timezone"))
-    if timezone:
-        latest["timezone"] = _latest(at, timezone, channel)
-    name = event.name if event.type == "track" else None
-    if name == "Consent Updated":
-        consents += consents_of(props.get("consents", props))
-    for consent in consents:
-        where = text(consent.get("channel")) or "all"
-        purpose = text(consent.get("purpose")) or "all"
-        latest[f"consent:{where}:{purpose}"] = _latest(
-            at, consent["granted"], channel, event=event.event_id
+                props = event.properties
+                self._consents(consents_of(props.get("consents", props)), event, at, channel)
+
+    def _set(
+        self, field: str, at: int, value: Any, channel: str, more: dict[str, Any] | None = None
+    ) -> None:
+        """The latest value of ``field``: a later event wins a tie, as the script's ``<=``."""
+        held = self.latest.get(field)
+        if held is None or held[0] <= at:
+            self.latest[field] = (at, value, channel, more)
+
+    def _latest(self, event: Event, at: int, channel: str) -> None:
+        consents: list[dict[str, Any]] = []
+        for traits in _traits_of(event):
+            for trait, value in traits.items():
+                if trait == "consent":
+                    consents += consents_of(value)
+                else:
+                    self._set(f"trait:{trait}", at, value, channel)
+        timezone = text(event.context.get("timezone"))
+        if timezone:
+            self._set("timezone", at, timezone, channel)
+        self._consents(consents, event, at, channel)
+
+    def _consents(
+        self, consents: list[dict[str, Any]], event: Event, at: int, channel: str
+    ) -> None:
+        for consent in consents:
+            where = text(consent.get("channel")) or "all"
+            purpose = text(consent.get("purpose")) or "all"
+            self._set(
+                f"consent:{where}:{purpose}",
+                at,
+                consent["granted"],
+                channel,
+                {"event": event.event_id},
+            )
+
+    def _item(self, kind: str, pid: str, at: int) -> None:
+        items = self.recent.setdefault(kind, {})
+        if at > items.get(pid, at - 1):
+            items[pid] = at
+
+    def _score(self, kind: str, member: str, points: float) -> None:
+        scores = self.scores.setdefault(kind, {})
+        scores[member] = scores.get(member, 0.0) + points
+
+    def _order(self, event: Event, at: int) -> None:
+        props = event.properties
+        products = products_of(props)
+        incr = self.incr
+        incr["orders"] = incr.get("orders", 0) + 1
+        incr["units"] = incr.get("units", 0) + sum(quantity(p) for p in products)
+        self.fincr["revenue"] = self.fincr.get("revenue", 0.0) + revenue_of(props)
+        for product in products:
+            pid = product_id(product)
+            if pid:
+                self._item("bought", pid, at)
+        for product in products:
+            category = text(product.get("category"))
+            if category:
+                self._score("interests", category, INTEREST["bought"])
+        store = store_of(props, event.context)
+        if store:
+            self._score("stores", store, 1.0)
+
+    def _refund(self, event: Event) -> None:
+        """A return takes its revenue and units back (the order stays counted: it happened)."""
+        props = event.properties
+        self.incr["units"] = self.incr.get("units", 0) - sum(
+            quantity(p) for p in products_of(props)
         )
-    delta.latest = latest
-    if name == "Order Completed":
-        _order(delta, event, at)
-    elif name == "Order Refunded":
-        _refund(delta, event)
-    elif name in ("Product Viewed", "Product Added"):
-        _browse(delta, props, "viewed" if name == "Product Viewed" else "carted", at)
-    elif name == "Email Opened":
-        delta.incr["emails_opened"] = 1
-    elif name == "Email Link Clicked":
-        delta.incr["emails_clicked"] = 1
-    return delta
+        self.fincr["revenue"] = self.fincr.get("revenue", 0.0) - abs(revenue_of(props))
+
+    def delta(self, events: Sequence[Event]) -> Delta:
+        head = events[0]
+        incr = {"events": self.events}
+        if self.pages:
+            incr["page_views"] = self.pages
+        incr.update(self.incr)
+        delta = Delta(id=head.event_id, site=head.site, incr=incr)
+        if len(events) > 1:
+            delta.more = [e.event_id for e in events[1:]]
+        first, last = self.first, self.last
+        delta.min = {f"first:{channel}": at for channel, at in first.items()}
+        delta.min["first_seen"] = min(first.values())
+        delta.max = {f"last:{channel}": at for channel, at in last.items()}
+        delta.max["last_seen"] = max(last.values())
+        if self.fincr:
+            delta.fincr = self.fincr
+        if self.latest:
+            delta.latest = {
+                field: _latest(at, value, channel, **(more or {}))
+                for field, (at, value, channel, more) in self.latest.items()
+            }
+        if self.recent:
+            delta.recent = {kind: list(items.items()) for kind, items in self.recent.items()}
+        if self.scores:
+            delta.scores = {kind: list(items.items()) for kind, items in self.scores.items()}
+        if self.sessions:
+            delta.sessions = list(self.sessions.items())
+        return delta
+
+
+def combine(events: Sequence[Event]) -> Delta:
+    """The changes of ``events`` (one customer's, in arrival order) as one delta, equal to
+    applying theirs one after the other: counters added up, the earliest and latest times, per
+    trait the value of the latest event (by event time; a tie goes to the later one), recent
+    items at their latest time, scores added up, each visit once."""
+    changes = _Changes()
+    for event in events:
+        changes.add(event)
+    return changes.delta(events)
+
+
+#: Events one combined delta stands for at most (the script takes their ids in one call).
+COMBINED_MAX: Final = 500
+
+
+class Combined:
+    """Events of one customer as one encoded delta (:func:`combine`), and the way back to a
+    delta per event for when the profile script finds some of them applied already."""
+
+    __slots__ = ("encoded", "events")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = events
+        self.encoded = encode(combine(events))
+
+    def rest(self, applied: Collection[str]) -> list[bytes]:
+        """One delta per event not in ``applied``, in order."""
+        return [encode(event_delta(e)) for e in self.events if e.event_id not in applied]
+
+
+def combined(events: Sequence[Event]) -> list[Combined]:
+    """One customer's events as combined deltas: an id seen twice counts once (a replayed
+    entry may bring an event again), at most :data:`COMBINED_MAX` events each."""
+    unique: dict[str, Event] = {}
+    for event in events:
+        unique.setdefault(event.event_id, event)
+    kept = list(unique.values()) if len(unique) < len(events) else events
+    return [Combined(kept[i : i + COMBINED_MAX]) for i in range(0, len(kept), COMBINED_MAX)]
 
 
 def _traits_of(event: Event) -> list[dict[str, Any]]:
@@ -132,45 +309,6 @@ def _traits_of(event: Event) -> list[dict[str, Any]]:
     if event.traits:
         found.append(event.traits)  # after context.traits: the call's own traits win
     return found
-
-
-def _browse(delta: Delta, props: dict[str, Any], kind: str, at: int) -> None:
-    pid = product_id(props)
-    if pid:
-        delta.recent = {kind: [(pid, at)]}
-    category = text(props.get("category"))
-    if category:
-        delta.scores = {"interests": [(category, INTEREST[kind])]}
-
-
-def _order(delta: Delta, event: Event, at: int) -> None:
-    props = event.properties
-    products = products_of(props)
-    delta.incr["orders"] = 1
-    delta.incr["units"] = sum(quantity(p) for p in products)
-    delta.fincr = {"revenue": revenue_of(props)}
-    bought = [(pid, at) for p in products if (pid := product_id(p))]
-    if bought:
-        delta.recent = {"bought": bought}
-    interests: dict[str, float] = {}
-    for product in products:
-        category = text(product.get("category"))
-        if category:
-            interests[category] = interests.get(category, 0.0) + INTEREST["bought"]
-    scores: dict[str, list[tuple[str, float]]] = {}
-    if interests:
-        scores["interests"] = list(interests.items())
-    store = store_of(props, event.context)
-    if store:
-        scores["stores"] = [(store, 1.0)]
-    delta.scores = scores
-
-
-def _refund(delta: Delta, event: Event) -> None:
-    """A return takes its revenue and units back (the order stays counted: it happened)."""
-    props = event.properties
-    delta.incr["units"] = -sum(quantity(p) for p in products_of(props))
-    delta.fincr = {"revenue": -abs(revenue_of(props))}
 
 
 class Snapshot(msgspec.Struct, kw_only=True):

@@ -8,6 +8,7 @@ customer holds at most one of each), ``loyalty_card``, ``email``, ``device_token
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, Final, Literal, get_args
 
@@ -36,39 +37,49 @@ def normalize(kind: str, value: Any) -> str | None:
     return result
 
 
-def _traits(event: Event) -> list[dict[str, Any]]:
-    found = [event.traits]
-    context_traits = event.context.get("traits")
-    if isinstance(context_traits, dict):
-        found.append(context_traits)
-    return found
-
-
 def identifiers_of(event: Event) -> list[tuple[str, str]]:
     """``[(kind, value)]`` the event carries, strongest first, without repeats."""
-    raw: dict[str, list[Any]] = {kind: [] for kind in KINDS}
-    raw["user_id"].append(event.user_id)
-    raw["anonymous_id"].append(event.anonymous_id)
-    for traits in _traits(event):
-        raw["email"].append(traits.get("email"))
-        raw["loyalty_card"].append(traits.get("loyaltyCard"))
-        raw["erp_party_id"].append(traits.get("erpPartyId"))
-    raw["loyalty_card"].append(event.properties.get("loyalty_card"))
-    device = event.context.get("device")
-    if isinstance(device, dict):
-        raw["device_token"].append(device.get("token"))
+    traits, context, props = event.traits, event.context, event.properties
+    context_traits = context.get("traits")
+    if not isinstance(context_traits, dict):
+        context_traits = None
+    device = context.get("device")
+    candidates: list[tuple[str, Any]] = []
+    if event.user_id is not None:
+        candidates.append(("user_id", event.user_id))
+    if traits or context_traits:
+        sources = [t for t in (traits, context_traits) if t]
+        for kind, name in _TRAITS:
+            candidates += [(kind, value) for t in sources if (value := t.get(name)) is not None]
+            if kind == "loyalty_card" and (card := props.get("loyalty_card")) is not None:
+                candidates.append((kind, card))
+    elif (card := props.get("loyalty_card")) is not None:
+        candidates.append(("loyalty_card", card))
+    if isinstance(device, dict) and (token := device.get("token")) is not None:
+        candidates.append(("device_token", token))
+    if event.anonymous_id is not None:
+        candidates.append(("anonymous_id", event.anonymous_id))
     found: list[tuple[str, str]] = []
-    for kind in KINDS:
-        for value in raw[kind]:
-            normal = normalize(kind, value)
-            if normal is not None and (kind, normal) not in found:
-                found.append((kind, normal))
+    for kind, value in candidates:
+        normal = normalize(kind, value)
+        if normal is not None and (kind, normal) not in found:
+            found.append((kind, normal))
     previous = normalize(PREVIOUS, event.previous_id) if event.type == "alias" else None
     if previous and all(v != previous for k, v in found if k in ("user_id", "anonymous_id")):
         found.append((PREVIOUS, previous))
     return found
 
 
+#: Identifiers carried in traits (``traits`` then ``context.traits``), in priority order; a
+#: loyalty card may also be ``properties.loyalty_card`` (after both).
+_TRAITS: Final = (
+    ("erp_party_id", "erpPartyId"),
+    ("loyalty_card", "loyaltyCard"),
+    ("email", "email"),
+)
+
+
+@functools.lru_cache(maxsize=100_000)
 def customer_id_for(site: str, kind: str, value: str) -> str:
     """The id a new customer gets from its first identifier: replays and members agree."""
     if kind == PREVIOUS:

@@ -22,11 +22,13 @@ event.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
 import redis.asyncio as aioredis
 
 from gateway.datamart.identifiers import customer_id_for
@@ -35,6 +37,7 @@ from gateway.keys import Keys
 
 #: Log entries kept per customer (oldest dropped first).
 LOG_CAP: Final = 1000
+_json: Final = msgspec.json.Encoder()
 
 RESOLVE: Final = Script(
     """
@@ -260,24 +263,25 @@ def payload(
     site: str, event_id: str, type_: str, at_ms: int, ids: Sequence[tuple[str, str]]
 ) -> dict[str, Any]:
     """One event as the resolve script takes it (identifiers with their would-be customer)."""
-    return {
-        "e": event_id,
-        "t": type_,
-        "at": at_ms,
-        "i": [[f"{kind}:{value}", customer_id_for(site, kind, value)] for kind, value in ids],
-    }
+    return {"e": event_id, "t": type_, "at": at_ms, "i": [_linked(site, *pair) for pair in ids]}
+
+
+@functools.lru_cache(maxsize=100_000)
+def _linked(site: str, kind: str, value: str) -> tuple[str, str]:
+    """``(kind:value, the customer id it would found)`` (a visitor's events repeat them)."""
+    return f"{kind}:{value}", customer_id_for(site, kind, value)
 
 
 def resolve_command(
     keys: Keys, site: str, events: Sequence[dict[str, Any]], max_links: int, max_ids: int
 ) -> tuple[Any, ...]:
     """The EVALSHA that resolves ``events`` of ``site`` (load :data:`RESOLVE` first)."""
-    return RESOLVE.call([keys.identity(site)], [json.dumps(events), max_links, max_ids, LOG_CAP])
+    return RESOLVE.call([keys.identity(site)], [_json.encode(events), max_links, max_ids, LOG_CAP])
 
 
 def parse_resolution(reply: Any) -> Resolution:
     """The resolve script's JSON reply → a Resolution."""
-    data = json.loads(text(reply))
+    data = msgspec.json.decode(reply if isinstance(reply, bytes) else text(reply).encode())
 
     def items(value: Any) -> list[Any]:
         return value if isinstance(value, list) else []  # cjson writes an empty list as {}

@@ -131,30 +131,40 @@ def sessionized(event: Event) -> bool:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
+    if isinstance(value, str) and (value := value.strip()):
+        return value
     return None
 
 
-def page_of(event: Event) -> tuple[str | None, str | None]:
-    """(page URL or path, referrer) from ``context.page``, else the page properties."""
+_EMPTY: Final[dict[str, Any]] = {}
+
+
+def _page(event: Event) -> dict[str, Any]:
     page = event.context.get("page")
-    page = page if isinstance(page, dict) else {}
-    props = event.properties
-    url = (
+    return page if isinstance(page, dict) else _EMPTY
+
+
+def _url(page: dict[str, Any], props: dict[str, Any]) -> str | None:
+    return (
         _text(page.get("url"))
         or _text(props.get("url"))
         or _text(page.get("path"))
         or _text(props.get("path"))
     )
+
+
+def page_of(event: Event) -> tuple[str | None, str | None]:
+    """(page URL or path, referrer) from ``context.page``, else the page properties."""
+    page, props = _page(event), event.properties
     referrer = _text(page.get("referrer")) or _text(props.get("referrer"))
-    return url, referrer
+    return _url(page, props), referrer
 
 
 def campaign_of(event: Event) -> dict[str, str]:
     """The campaign tags: ``context.campaign``, else ``utm_*`` in the page URL's query."""
     found: dict[str, str] = {}
-    campaign = event.context.get("campaign")
+    context = event.context
+    campaign = context.get("campaign")
     if isinstance(campaign, dict):
         for field in CAMPAIGN_FIELDS:
             value = campaign.get(field)
@@ -162,10 +172,13 @@ def campaign_of(event: Event) -> dict[str, str]:
                 found[field] = str(value).strip()
         if found:
             return found
-    url, _ = page_of(event)
-    query = (urlsplit(url).query if url and "?" in url else "") or str(
-        event.properties.get("search") or ""
-    ).lstrip("?")
+    props = event.properties
+    page = context.get("page")
+    url = _url(page if isinstance(page, dict) else _EMPTY, props)
+    search = props.get("search")
+    if not search and (url is None or "utm_" not in url):
+        return found  # nowhere for utm tags to be
+    query = (urlsplit(url).query if url and "?" in url else "") or str(search or "").lstrip("?")
     if "utm_" not in query:
         return found
     for key, value in parse_qsl(query):
@@ -249,10 +262,12 @@ def add(state: OpenSession, event: Event, ts: int, now_ms: int) -> None:
     if ts >= state.last:
         state.last = ts
         state.last_event_id = event.event_id
-    state.started = min(state.started, ts)
-    if event.type in ("page", "screen"):
+    if ts < state.started:
+        state.started = ts
+    type_ = event.type
+    if type_ == "page" or type_ == "screen":
         state.pages += 1
-    if event.type == "track" and event.name == "Order Completed":
+    elif type_ == "track" and event.name == "Order Completed":
         state.orders += 1
         state.revenue += revenue_of(event.properties)
     if state.user_id is None and event.user_id:
@@ -273,7 +288,7 @@ def advance(
     state: OpenSession | None, event: Event, rules: Rules, now_ms: int
 ) -> tuple[OpenSession, SessionRecord | None]:
     """The visit ``event`` belongs to, and the record of the one it ended (if it ended one)."""
-    ts = ms(event.timestamp)
+    ts = int(event.timestamp.timestamp() * 1000)  # ms(), inline: this runs for every event
     campaign = campaign_of(event)
     closed = None
     if state is not None and (reason := boundary(state, ts, campaign, rules)) is not None:

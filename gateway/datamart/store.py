@@ -4,7 +4,10 @@ A profile is the keys ``keys.profile_keys(customer)`` (one hash tag per customer
 script takes a customer's :class:`~gateway.datamart.deltas.Delta` s; each is applied only if
 its id is not in the customer's processed set (``done``, capped by ``collector.dedup_window``
 and :data:`DONE_CAP`), and its id is added in the same script — so a replayed event changes
-nothing.
+nothing. A delta that stands for several events (:class:`~gateway.datamart.deltas.Combined`:
+a batch's events of one customer, ~8 per script call instead of one) is applied only when
+none of its ids is there, and records them all; when some are (a replay overlapping new
+events), the script hands it back with those ids and the others go again one by one.
 
 Folding a merged customer into the survivor crosses two hash tags, so it is three idempotent
 steps, each atomic: *seal* the merged profile (it gets ``merged_into``; from then on the apply
@@ -17,6 +20,7 @@ it meets a sealed profile, the identity agent's tick for merges a crash interrup
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from typing import Any, Final
 
 from gateway.bus import Bus
 from gateway.config import CollectorConfig
-from gateway.datamart.deltas import Snapshot, encode, fold_delta
+from gateway.datamart.deltas import Combined, Snapshot, encode, fold_delta
 from gateway.datamart.lua import Script, execute, pairs, scored, text
 from gateway.errors import BusUnavailable
 from gateway.keys import Keys
@@ -45,10 +49,24 @@ local done_cap, recent_cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local sessions_cap, window, interests_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local RECENT = {viewed = KEYS[3], carted = KEYS[4], bought = KEYS[5]}
 local SCORES = {interests = KEYS[6], stores = KEYS[7]}
-local applied, trim, site = 0, {}, nil
+local applied, trim, site, redo = 0, {}, nil, {}
 for i = 7, #ARGV do
   local d = cjson.decode(ARGV[i])
-  if not redis.call('ZSCORE', done, d.id) then
+  local fresh
+  if d.more then
+    -- several events as one delta: applied whole when none was, else handed back with the
+    -- ids already applied, for the caller to send the others one by one
+    local ids, seen = {d.id}, {}
+    for _, x in ipairs(d.more) do ids[#ids + 1] = x end
+    for k, score in ipairs(redis.call('ZMSCORE', done, unpack(ids))) do
+      if score then seen[#seen + 1] = ids[k] end
+    end
+    fresh = #seen == 0
+    if not fresh and #seen < #ids then redo[#redo + 1] = {i - 6, seen} end
+  else
+    fresh = not redis.call('ZSCORE', done, d.id)
+  end
+  if fresh then
     site = site or d.site
     for f, n in pairs(d.incr or {}) do redis.call('HINCRBY', p, f, n) end
     for f, n in pairs(d.fincr or {}) do redis.call('HINCRBYFLOAT', p, f, n) end
@@ -87,14 +105,17 @@ for i = 7, #ARGV do
       trim[sessions] = sessions_cap
     end
     for _, x in ipairs(d.done or {}) do redis.call('ZADD', done, 'GT', x[2], x[1]) end
-    redis.call('ZADD', done, now, d.id)
-    applied = applied + 1
+    local marks = {now, d.id}
+    for _, x in ipairs(d.more or {}) do marks[#marks + 1] = now; marks[#marks + 1] = x end
+    redis.call('ZADD', done, unpack(marks))
+    applied = applied + #marks / 2
   end
 end
 if site then redis.call('HSETNX', p, 'site', site) end
 for key, cap in pairs(trim) do redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1)) end
 redis.call('ZREMRANGEBYSCORE', done, '-inf', '(' .. (now - window))
 redis.call('ZREMRANGEBYRANK', done, 0, -(done_cap + 1))
+if #redo > 0 then return {applied, '', cjson.encode(redo)} end
 return {applied, ''}
 """
 )
@@ -142,8 +163,29 @@ class StoreSettings:
         )
 
 
+#: What the apply script takes: an encoded delta, or several events' as one.
+Change = bytes | Combined
+
+
+def _encoded(change: Change) -> bytes:
+    return change if isinstance(change, bytes) else change.encoded
+
+
+def _rest(changes: Sequence[Change], reply: Sequence[Any]) -> list[bytes]:
+    """The deltas still to apply, one per event, of the combined changes the script handed
+    back because some of their events were applied already."""
+    if len(reply) < 3:
+        return []
+    rest: list[bytes] = []
+    for index, seen in json.loads(text(reply[2])):
+        change = changes[int(index) - 1]
+        if isinstance(change, Combined):
+            rest += change.rest({text(i) for i in seen})
+    return rest
+
+
 def apply_command(
-    keys: Keys, customer: str, deltas: Sequence[bytes], settings: StoreSettings, now_ms: int
+    keys: Keys, customer: str, deltas: Sequence[Change], settings: StoreSettings, now_ms: int
 ) -> tuple[Any, ...]:
     """The EVALSHA that applies encoded ``deltas`` to ``customer`` (load :data:`APPLY` first)."""
     args = [
@@ -153,15 +195,15 @@ def apply_command(
         settings.sessions_cap,
         settings.window_ms,
         settings.interests_cap,
-        *deltas,
+        *map(_encoded, deltas),
     ]
     return APPLY.call(keys.profile_keys(customer), args)
 
 
 async def apply(
-    bus: Bus, keys: Keys, groups: Mapping[str, Sequence[bytes]], settings: StoreSettings
+    bus: Bus, keys: Keys, groups: Mapping[str, Sequence[Change]], settings: StoreSettings
 ) -> int:
-    """Apply encoded deltas per customer (one pipeline); return how many were new."""
+    """Apply changes per customer (one pipeline); return how many events' were new."""
     now_ms = int(time.time() * 1000)
     calls = [
         (customer, deltas[i : i + CHUNK])
@@ -178,6 +220,8 @@ async def apply(
         count, into = int(reply[0]), text(reply[1])
         if count >= 0:
             applied += count
+            if rest := _rest(chunk, reply):  # a replay overlapping what was applied
+                applied += (await apply_one(bus, keys, customer, rest, settings))[1]
             continue
         # sealed: folded (or being folded) into another customer; finish that, then go there
         survivor = await complete_merge(bus, keys, customer, into, settings)
@@ -189,19 +233,24 @@ async def apply_one(
     bus: Bus,
     keys: Keys,
     customer: str,
-    deltas: Sequence[bytes],
+    deltas: Sequence[Change],
     settings: StoreSettings,
     depth: int = 0,
 ) -> tuple[str, int]:
-    """Apply to ``customer`` or whoever it was merged into; (where it went, how many were new)."""
-    target = customer
+    """Apply to ``customer`` or whoever it was merged into; (where it went, how many events'
+    were new)."""
+    target, total = customer, 0
     for _ in range(MAX_HOPS):
         now_ms = int(time.time() * 1000)
         command = apply_command(keys, target, deltas, settings, now_ms)
         reply = (await execute(bus, [APPLY.load(), command]))[1]
         count, into = int(reply[0]), text(reply[1])
         if count >= 0:
-            return target, count
+            total += count
+            deltas = _rest(deltas, reply)
+            if not deltas:
+                return target, total
+            continue  # the events of a combined change not applied yet, one by one
         target = await complete_merge(bus, keys, target, into, settings, depth + 1)
     raise BusUnavailable(f"profile {customer}: merged more than {MAX_HOPS} times over")
 

@@ -5,7 +5,7 @@ for a bulk load (checked, converted, de-duplicated on the primary key; no I/O)."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from operator import itemgetter
@@ -30,6 +30,11 @@ class Warehouse(Protocol):
 
     async def upsert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Add rows, or update the other columns given of those whose key exists."""
+        ...
+
+    async def insert_records(self, loads: Sequence[Records]) -> list[int]:
+        """:meth:`insert` for rows given as tuples, several tables in one transaction (all in
+        or all out); how many rows each load added."""
         ...
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -125,6 +130,19 @@ def date_key(ts: datetime) -> int:
 
 
 @dataclass(frozen=True)
+class Records:
+    """Rows of ``table`` as tuples in the order of ``columns``: what a producer that knows its
+    columns hands over (no dict per row; a bulk load takes the columns as they are)."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: Sequence[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+@dataclass(frozen=True)
 class Batch:
     """Rows ready to load, column by column (Arrow wants columns; COPY zips them back)."""
 
@@ -148,12 +166,36 @@ def prepare(table: Table, rows: Sequence[Mapping[str, Any]], *, keep_last: bool)
     groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(frozenset(row), []).append(row)
-    return [_batch(table, given, group, keep_last) for given, group in groups.items()]
+    return [
+        _batch(table, given, _getter(group), len(group), keep_last)
+        for given, group in groups.items()
+    ]
+
+
+def _getter(rows: list[Mapping[str, Any]]) -> Callable[[str], list[Any]]:
+    return lambda column: list(map(itemgetter(column), rows))
+
+
+def prepare_records(table: Table, records: Records, *, keep_last: bool) -> Batch:
+    """:func:`prepare` for rows given as tuples (one set of columns, so one batch)."""
+    given = frozenset(records.columns)
+    if len(given) != len(records.columns):
+        raise WarehouseError(f"{table.name}: a column is named twice")
+    width = len(records.columns)
+    if any(len(row) != width for row in records.rows):
+        raise WarehouseError(f"{table.name}: every row needs {width} values")
+    given_data = dict(zip(records.columns, map(list, zip(*records.rows, strict=True)), strict=True))
+    return _batch(table, given, given_data.__getitem__, len(records.rows), keep_last)
 
 
 def _batch(
-    table: Table, given: frozenset[str], rows: list[Mapping[str, Any]], keep_last: bool
+    table: Table,
+    given: frozenset[str],
+    values_of: Callable[[str], list[Any]],
+    count: int,
+    keep_last: bool,
 ) -> Batch:
+    """A batch of ``count`` rows giving the columns ``given``; ``values_of(column)`` its values."""
     if unknown := given - table.columns.keys():
         raise WarehouseError(f"{table.name}: unknown column(s) {', '.join(sorted(unknown))}")
     for name in table.key:
@@ -161,17 +203,14 @@ def _batch(
             raise WarehouseError(f"{table.name}: every row needs its key column {name!r}")
     derive = "date_key" in table.columns and next((c for c in TIME_COLUMNS if c in given), None)
     columns = tuple(c for c in table.columns if c in given or (derive and c == "date_key"))
-    data = [
-        _convert(table, c, list(map(itemgetter(c), rows)) if c in given else [None] * len(rows))
-        for c in columns
-    ]
-    if derive:
-        keys, times = data[columns.index("date_key")], data[columns.index(derive)]
+    data = [_convert(table, c, values_of(c) if c in given else [None] * count) for c in columns]
+    if derive and None in (keys := data[columns.index("date_key")]):
+        times = data[columns.index(derive)]
         for i, (key, ts) in enumerate(zip(keys, times, strict=True)):
             if key is None and ts is not None:
                 keys[i] = date_key(ts)
     for name in table.key:
-        if any(v is None for v in data[columns.index(name)]):
+        if None in data[columns.index(name)]:
             raise WarehouseError(f"{table.name}: every row needs its key column {name!r}")
     data = _dedup(data, [columns.index(name) for name in table.key], keep_last)
     return Batch(table, columns, data)
@@ -203,11 +242,14 @@ _TYPES: Final[dict[Kind, tuple[type, ...]]] = {
 
 def _convert(table: Table, column: str, values: list[Any]) -> list[Any]:
     kind = table.columns[column]
-    if (allowed := _TYPES.get(kind)) and not {*map(type, values)} <= {*allowed, type(None)}:
+    types = {*map(type, values)}
+    if (allowed := _TYPES.get(kind)) and not types <= {*allowed, type(None)}:
         bad = next(v for v in values if v is not None and type(v) not in allowed)
         raise WarehouseError(f"{table.name}.{column}: expected {kind}, got {bad!r}")
     try:
         if kind == "json":
+            if types <= _TEXT:
+                return values
             return [v if v is None or isinstance(v, str) else _dumps(v) for v in values]
         if kind == "timestamptz":
             return [v if type(v) is datetime and v.tzinfo else _timestamp(v) for v in values]
@@ -216,6 +258,9 @@ def _convert(table: Table, column: str, values: list[Any]) -> list[Any]:
     except (TypeError, ValueError) as exc:
         raise WarehouseError(f"{table.name}.{column}: {exc}") from None
     return values
+
+
+_TEXT: Final = frozenset({str, type(None)})
 
 
 def _dumps(value: Any) -> str:

@@ -30,9 +30,11 @@ from gateway.warehouse.base import (
     KEYS_SQL,
     Batch,
     Kind,
+    Records,
     Table,
     load_sql,
     prepare,
+    prepare_records,
     table_named,
     tables_from,
 )
@@ -93,6 +95,16 @@ class DuckDBWarehouse:
 
     async def upsert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
         return await self._load(table, rows, update=True) if rows else 0
+
+    async def insert_records(self, loads: Sequence[Records]) -> list[int]:
+        def load() -> list[int]:
+            batches = [
+                [prepare_records(self._table(r.table), r, keep_last=False)] if r.rows else []
+                for r in loads
+            ]
+            return self._apply(batches, update=False)
+
+        return await self._write(load) if any(r.rows for r in loads) else [0] * len(loads)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return await self._read(lambda cursor: _fetch(cursor, sql, params))
@@ -189,24 +201,29 @@ class DuckDBWarehouse:
     async def _load(self, name: str, rows: Sequence[Mapping[str, Any]], *, update: bool) -> int:
         def load() -> int:
             batches = prepare(self._table(name), rows, keep_last=update)
-            tables = [_arrow(batch) for batch in batches]
-            con, added = self._con, 0
-            con.execute("BEGIN TRANSACTION")  # several batches (column sets): all or none
-            try:
-                for batch, arrow in zip(batches, tables, strict=True):
+            return self._apply([batches], update=update)[0]
+
+        return await self._write(load)
+
+    def _apply(self, loads: list[list[Batch]], *, update: bool) -> list[int]:
+        """Load each group of batches in one transaction (all or none); rows added per group."""
+        tables = [[_arrow(batch) for batch in batches] for batches in loads]
+        con, added = self._con, [0] * len(loads)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for n, (batches, arrows) in enumerate(zip(loads, tables, strict=True)):
+                for batch, arrow in zip(batches, arrows, strict=True):
                     con.register(_BATCH, arrow)
                     try:
                         result = con.execute(load_sql(batch, _BATCH, update=update)).fetchone()
                     finally:
                         con.unregister(_BATCH)
-                    added += int(result[0]) if result else 0
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            return added
-
-        return await self._write(load)
+                    added[n] += int(result[0]) if result else 0
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return added
 
 
 def _cores() -> int:

@@ -22,9 +22,12 @@ from gateway.warehouse import migrations
 from gateway.warehouse.base import (
     COLUMNS_SQL,
     KEYS_SQL,
+    Batch,
+    Records,
     Table,
     load_sql,
     prepare,
+    prepare_records,
     table_named,
     tables_from,
 )
@@ -76,6 +79,24 @@ class PostgresWarehouse:
 
     async def upsert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
         return await self._load(table, rows, update=True) if rows else 0
+
+    async def insert_records(self, loads: Sequence[Records]) -> list[int]:
+        if not any(r.rows for r in loads):
+            return [0] * len(loads)
+
+        async def load() -> list[int]:
+            tables = [await self._table(r.table) for r in loads]
+
+            def prepared() -> list[list[Batch]]:
+                return [
+                    [prepare_records(table, r, keep_last=False)] if r.rows else []
+                    for table, r in zip(tables, loads, strict=True)
+                ]
+
+            # Checking and converting many rows takes a while: not on the event loop.
+            return await self._apply(await asyncio.to_thread(prepared), update=False)
+
+        return await self._guard(load)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         async def fetch() -> list[dict[str, Any]]:
@@ -145,10 +166,21 @@ class PostgresWarehouse:
             table = await self._table(name)
             # Checking and converting 100,000 rows takes a while: not on the event loop.
             batches = await asyncio.to_thread(prepare, table, rows, keep_last=update)
-            records = await asyncio.to_thread(lambda: [batch.records() for batch in batches])
-            scratch, added = f"_load_{table.name}", 0
-            async with self._pool.acquire() as con, con.transaction():
-                for batch, copied in zip(batches, records, strict=True):
+            return (await self._apply([batches], update=update))[0]
+
+        return await self._guard(load)
+
+    async def _apply(self, loads: list[list[Batch]], *, update: bool) -> list[int]:
+        """Load each group of batches in one transaction (all or none); rows added per group."""
+        records = await asyncio.to_thread(
+            lambda: [[batch.records() for batch in batches] for batches in loads]
+        )
+        added = [0] * len(loads)
+        async with self._pool.acquire() as con, con.transaction():
+            for n, batches in enumerate(loads):
+                for batch, copied in zip(batches, records[n], strict=True):
+                    table = batch.table
+                    scratch = f"_load_{table.name}"
                     await con.execute(
                         f'CREATE TEMP TABLE "{scratch}" (LIKE "{table.name}" INCLUDING DEFAULTS) '
                         "ON COMMIT DROP"
@@ -161,10 +193,8 @@ class PostgresWarehouse:
                         raise WarehouseError(f"{table.name}: {exc}") from exc
                     status = await con.execute(load_sql(batch, f'"{scratch}"', update=update))
                     await con.execute(f'DROP TABLE "{scratch}"')
-                    added += int(status.rsplit(" ", 1)[-1])
-            return added
-
-        return await self._guard(load)
+                    added[n] += int(status.rsplit(" ", 1)[-1])
+        return added
 
 
 async def _init(con: asyncpg.Connection) -> None:

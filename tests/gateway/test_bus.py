@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import pytest
 import redis.asyncio as aioredis
 
+from gateway import bus as bus_module
 from gateway import keys as K
 from gateway.bus import Bus
+from gateway.errors import BusUnavailable
 from tests.helpers import event
 
 STREAM = K.EVENTS
@@ -116,3 +120,67 @@ async def test_trim_keeps_entries_within_retention(bus: Bus) -> None:
     entries = await bus.read(STREAM, "g", "c", count=10, block=0.01)
     await bus.ack(STREAM, "g", [e.id for e in entries])
     assert await bus.trim(STREAM) == 0  # acked, but younger than bus.retention
+
+
+async def test_a_local_reader_gets_shared_events_without_decoding(bus: Bus) -> None:
+    """``share``: the events a process publishes go to its own readers as they are, and to
+    everyone else through Redis; what is kept is dropped once every local reader took it."""
+    await bus.ensure_group(STREAM, "local")
+    await bus.ensure_group(STREAM, "other")
+    await bus.read(STREAM, "local", "c", count=1, block=0.01)  # "local" reads here
+    sent = [event(1), event(2)]
+    (entry_id,) = await bus.publish_many(STREAM, [sent], share=True)
+    (entry,) = await bus.read(STREAM, "local", "c", count=1, block=1)
+    assert entry.id == entry_id and entry.events == sent
+    assert all(a is b for a, b in zip(entry.events, sent, strict=True))  # not decoded
+    elsewhere = Bus(bus.client, bus.keys, bus.settings)  # another process, so to speak
+    (copy,) = await elsewhere.read(STREAM, "other", "c", count=1, block=1)
+    assert copy.events == sent and copy.events[0] is not sent[0]
+    assert bus._shared_events[STREAM] == 0  # the only local reader took it
+    await bus.ack(STREAM, "local", [entry.id])
+    await bus.client.xgroup_setid(bus.keys.stream(STREAM), "local", "0")  # a replay...
+    (again,) = await bus.read(STREAM, "local", "c", count=1, block=1)
+    assert again.events == sent and again.events[0] is not sent[0]  # ...reads from Redis
+
+
+async def test_shared_events_are_used_only_for_the_bytes_published(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "local")
+    await bus.read(STREAM, "local", "c", count=1, block=0.01)
+    sent = [event(1)]
+    (entry_id,) = await bus.publish_many(STREAM, [sent], share=True)
+    assert bus._take_shared(STREAM, "local", entry_id, b"other bytes") is None
+    assert bus._take_shared(STREAM, "nobody", entry_id, bus._shared[STREAM][entry_id].raw) is None
+
+
+async def test_a_producer_waits_for_its_local_readers(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SHARE_CAP events kept for local readers, a producer waits until they take some;
+    readers that take nothing for SHARE_WAIT s lose what is kept (they decode instead)."""
+    monkeypatch.setattr(bus_module, "SHARE_CAP", 3)
+    monkeypatch.setattr(bus_module, "SHARE_WAIT", 0.2)
+    await bus.ensure_group(STREAM, "local")
+    await bus.read(STREAM, "local", "c", count=1, block=0.01)
+    await bus.publish_many(STREAM, [[event(1), event(2)]], share=True)
+    second = asyncio.create_task(bus.publish_many(STREAM, [[event(3), event(4)]], share=True))
+    await asyncio.sleep(0.05)
+    assert not second.done()  # 2 kept + 2 more > 3
+    (first,) = await bus.read(STREAM, "local", "c", count=1, block=1)
+    await asyncio.wait_for(second, 1)
+    assert [e.event_id for e in first.events] == ["e1", "e2"]
+    began = time.monotonic()
+    await bus.publish_many(STREAM, [[event(5), event(6)]], share=True)  # nobody takes e3, e4
+    assert time.monotonic() - began >= 0.2
+    assert bus._shared_events[STREAM] == 2  # e3, e4 forgotten, e5, e6 kept
+    rest = await bus.read(STREAM, "local", "c", count=10, block=1)
+    assert [e.event_id for entry in rest for e in entry.events] == ["e3", "e4", "e5", "e6"]
+    bus.leave(STREAM, "local")
+    assert bus._shared_events[STREAM] == 0
+
+
+async def test_execute_reads_every_reply_then_raises_an_error_reply(bus: Bus) -> None:
+    key = bus.keys.stream("scratch")
+    commands = [(b"SET", key, b"1"), (b"LPUSH", key, b"x"), (b"GET", key)]
+    with pytest.raises(BusUnavailable, match="WRONGTYPE"):
+        await bus.execute(commands)
+    assert await bus.execute([(b"GET", key), (b"DEL", key)]) == [b"1", 1]  # still in step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from gateway.agents.facts import date_key, facts, sale_rows
+from gateway.agents.facts import EVENT_COLUMNS, date_key, fact_records, facts, sale_rows
 from tests.helpers import event
 
 ORDER = {
@@ -63,3 +63,16 @@ def test_message_outcomes_and_bots() -> None:
 
 def test_date_key() -> None:
     assert date_key(datetime(2026, 3, 9, 23, 59, tzinfo=UTC)) == 20260309
+
+
+def test_records_are_the_rows_in_column_order() -> None:
+    order = event(8, name="Order Completed", properties=ORDER, customer_id="c1")
+    opened = event(9, name="Email Opened", channel="email", properties={"raw": b"\x00"})
+    batch = [order, opened, event(10)]
+    loads = {r.table: r for r in fact_records(batch)}
+    assert set(loads) == {"fact_event", "fact_sale", "fact_message"}
+    assert loads["fact_event"].dicts() == facts(batch)["fact_event"]
+    assert loads["fact_event"].columns == EVENT_COLUMNS
+    assert [r["sku"] for r in loads["fact_sale"].dicts()] == ["SKU-1", "SKU-2"]
+    assert json.loads(loads["fact_event"].dicts()[1]["properties"]) == {"raw": "AA=="}
+    assert fact_records([]) == []

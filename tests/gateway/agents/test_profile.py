@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from gateway import keys as K
 from gateway.bus import Bus
 from gateway.datamart.profiles import erase, explain, export, find_customer, get_profile
-from tests.gateway.agents.chain import BUS, COLLECTOR, Chain, ev, flush
+from tests.gateway.agents.chain import BUS, COLLECTOR, Chain, at, ev, flush
 from tests.gateway.agents.test_identity import pos_visit, web_visit
 
 
@@ -154,3 +154,19 @@ async def test_export_then_erase(chain: Chain) -> None:
     personal = [k for k in left if b"{c:" in k or b":id:" in k or b"{v:" in k]
     assert personal == []
     assert await erase(chain.client, chain.keys, customer) == []  # idempotent
+
+
+async def test_a_batch_overlapping_applied_events_counts_each_once(chain: Chain) -> None:
+    """A customer's events of a batch go as one combined change: when some were applied
+    already (a replay next to new events, or an event twice in one batch), the others still
+    count, once each."""
+    await chain.bus.publish(K.IDENTIFIED, [ev(f"p{n}", n, customer_id="c_1") for n in range(3)])
+    await chain.run("profile")
+    again = [ev(f"p{n}", n, customer_id="c_1") for n in (1, 2, 3, 3, 4)]
+    await chain.bus.publish(K.IDENTIFIED, again)
+    await chain.run("profile")
+    profile = await get_profile(chain.client, chain.keys, "c_1")
+    assert profile is not None
+    assert (profile.counters.events, profile.counters.page_views) == (5, 5)
+    assert chain.handler("profile").applied == 5
+    assert profile.last_seen == at(4)

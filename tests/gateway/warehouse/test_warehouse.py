@@ -13,6 +13,7 @@ import pytest
 from gateway.errors import WarehouseError
 from gateway.events import CHANNELS
 from gateway.warehouse import Warehouse, migrations
+from gateway.warehouse.base import Records
 from gateway.warehouse.duckdb import DuckDBWarehouse
 from gateway.warehouse.postgres import PostgresWarehouse
 from tests.gateway.warehouse.conftest import OpenWarehouse
@@ -95,6 +96,35 @@ async def test_insert_is_idempotent_on_the_primary_key(warehouse: Warehouse) -> 
     lines = [{"order_id": "o1", "line_no": n, "ts": NOW, "kind": "sale"} for n in (0, 1, 0)]
     assert await warehouse.insert("fact_sale", lines) == 2  # a composite key
     assert await warehouse.insert("fact_sale", lines) == 0
+
+
+async def test_records_of_several_tables_load_together(warehouse: Warehouse) -> None:
+    """Rows as tuples (the sync agent's facts): idempotent like insert(), all tables of one
+    call in one transaction, a bad value named by its table and column."""
+    event_columns = ("event_id", "channel", "ts", "sku")
+    rows = [(f"e{i}", "web", NOW + timedelta(seconds=i), "A") for i in range(4)]
+    sale_columns = ("order_id", "line_no", "ts", "kind", "revenue")
+    lines = [("o1", 0, NOW, "sale", 10.0), ("o1", 1, NOW, "sale", 5.5)]
+    loads = [
+        Records("fact_event", event_columns, rows + rows[:1]),  # e0 twice: counted once
+        Records("fact_sale", sale_columns, lines),
+        Records("fact_message", ("message_id", "ts"), []),
+    ]
+    assert await warehouse.insert_records(loads) == [4, 2, 0]
+    assert await warehouse.insert_records(loads) == [0, 0, 0]
+    [back] = await warehouse.fetch("SELECT date_key, sku FROM fact_event WHERE event_id = 'e3'")
+    assert back == {"date_key": 20260105, "sku": "A"}  # date_key derived from ts
+    bad = [
+        Records("fact_event", event_columns, [("e9", "web", NOW, "A")]),
+        Records("fact_sale", sale_columns, [("o2", 0, NOW, "sale", "lots")]),
+    ]
+    with pytest.raises(WarehouseError, match=r"fact_sale\.revenue"):
+        await warehouse.insert_records(bad)
+    assert await warehouse.fetch("SELECT count(*) AS n FROM fact_event") == [{"n": 4}]  # no e9
+    with pytest.raises(WarehouseError, match="unknown column"):
+        await warehouse.insert_records([Records("fact_event", ("event_id", "nope"), [("x", 1)])])
+    with pytest.raises(WarehouseError, match="every row needs 2 values"):
+        await warehouse.insert_records([Records("fact_event", ("event_id", "sku"), [("x",)])])
 
 
 async def test_rows_come_back_as_they_went_in(warehouse: Warehouse) -> None:
