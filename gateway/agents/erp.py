@@ -51,3 +51,7 @@ class ErpAgent:
 
     async def tick(self) -> None:
         await self.sync.run_due()
+
+    async def close(self) -> None:
+        """The agent stops: let go of the ERP (an HTTP session, a database connection)."""
+        await self.sync.connector.close()

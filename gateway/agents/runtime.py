@@ -48,6 +48,13 @@ class Ticking(Protocol):
     async def tick(self) -> None: ...
 
 
+@runtime_checkable
+class Closing(Protocol):
+    """A handler holding connections of its own (an ERP's), released when its agent stops."""
+
+    async def close(self) -> None: ...
+
+
 def consumer_name() -> str:
     """Unique per process start: host, pid and a random suffix."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -131,6 +138,11 @@ class Agent:
                 await self._pause()
         self.running = False
         self.bus.leave(self.stream, self.name)
+        if isinstance(self.handler, Closing):
+            try:
+                await self.handler.close()
+            except Exception as exc:
+                log.warning("agent %s: close failed: %s", self.name, exc)
         log.info("agent %s: stopped", self.name)
 
     async def _next_batch(self, count: int, block: float, claim_idle: float) -> list[Entry]:
