@@ -54,6 +54,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from serving import delete_keys
+
 from gateway import config as configuration
 from gateway import keys as K
 from gateway.agents import AGENTS, AgentContext
@@ -465,12 +467,6 @@ async def postgres_version() -> str:
         return str(await connection.fetchval("SHOW server_version")).split()[0]
     finally:
         await connection.close()
-
-
-async def delete_keys(client: Any, prefix: str) -> None:
-    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-    for i in range(0, len(keys), 1000):
-        await client.delete(*keys[i : i + 1000])
 
 
 async def run_engines(args: argparse.Namespace) -> list[Run | str]:

@@ -40,10 +40,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from serving import delete_keys
 
 from gateway.bus import Bus
 from gateway.cli import new_loop, tune_gc
@@ -125,12 +125,6 @@ async def on_server(sql: str, dsn: str = DATABASE_URL) -> None:
         await connection.execute(sql)
     finally:
         await connection.close()
-
-
-async def delete_keys(client: Any, prefix: str) -> None:
-    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-    for i in range(0, len(keys), 1000):
-        await client.delete(*keys[i : i + 1000])
 
 
 async def open_warehouse(engine: str, tmp: str, schemas: list[str]) -> Warehouse:

@@ -1,5 +1,5 @@
-"""What the HTTP benchmarks share: a free port, ``touchpoint serve`` in a process of its own,
-and the events an embedded Redis holds (not a benchmark itself)."""
+"""What the benchmarks share: a free port, ``touchpoint serve`` in a process of its own, the
+events an embedded Redis holds, deleting a run's keys (not a benchmark itself)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ from gateway.keys import ENTRY_FIELD, EVENTS, Keys
 from gateway.redis import socket_path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def delete_keys(client: Any, prefix: str) -> None:
+    """Delete every key under ``prefix`` (an async redis client), a thousand at a time."""
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        await client.delete(*keys[i : i + 1000])
 
 
 def free_port() -> int:
