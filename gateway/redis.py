@@ -142,7 +142,10 @@ class EmbeddedRedis:
             except TimeoutError:
                 log.error("embedded redis: no exit 15 s after SIGTERM; killing it")
                 proc.kill()
-                await proc.wait()
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:  # never wait forever on a shutdown path
+                    log.error("embedded redis: pid %d did not report its exit", proc.pid)
 
     async def _spawn(self) -> None:
         binary = self.binary or find_binary()
