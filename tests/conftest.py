@@ -87,6 +87,14 @@ async def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 
 @pytest.fixture
+async def redis_client(service_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the service Redis (tests keep to their own ``prefix``)."""
+    c = connect(service_redis_url, timeout=5.0)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     c = connect(redis_url, timeout=5.0)
     yield c

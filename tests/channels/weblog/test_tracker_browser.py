@@ -19,7 +19,6 @@ from aiohttp import web
 from gateway import keys as K
 from gateway.config import Config
 from gateway.events import Event, unpack
-from gateway.redis import connect
 from tests.conftest import CHROME_UA, ROOT
 from tests.helpers import LiveGateway as Gateway
 from tests.helpers import eventually
@@ -118,13 +117,6 @@ async def gateway(
     shop.gateway = server.origin
     yield server
     await server.stop()
-
-
-@pytest.fixture
-async def redis_client(service_redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(service_redis_url, timeout=5.0)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ Redis, with a drop folder of their own."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from gateway.config import BusConfig, ErpConfig
 from gateway.erp.files import FileConnector
 from gateway.erp.sync import ErpSync
 from gateway.keys import Keys
-from gateway.redis import connect
 from gateway.warehouse import Warehouse
 from tests.gateway.warehouse.conftest import (  # noqa: F401  (fixtures)
     engine,
@@ -23,13 +21,6 @@ from tests.gateway.warehouse.conftest import (  # noqa: F401  (fixtures)
     warehouse,
     warehouse_section,
 )
-
-
-@pytest.fixture
-async def redis_client(service_redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(service_redis_url, timeout=5.0)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
