@@ -63,7 +63,7 @@ async def status(config: Config) -> dict[str, dict[str, Any]]:
     async with redis_url(config) as url:
         client = connect(url, timeout=config.redis.timeout)
         try:
-            return await stock.status(client, Keys(config.redis.prefix))
+            return await stock.status(client, Keys(config.redis.prefix), config.erp.stale_after)
         finally:
             await client.aclose()
 

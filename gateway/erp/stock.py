@@ -67,35 +67,31 @@ async def trusted(redis: aioredis.Redis, keys: Keys, settings: ErpConfig) -> boo
     return not await is_stale(redis, keys, "stock", settings.stale_after)
 
 
-async def status(redis: aioredis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
-    """Every entity's sync status, as ``touchpoint erp status`` shows it."""
+async def status(
+    redis: aioredis.Redis, keys: Keys, stale_after: float | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every entity's sync status, as ``touchpoint erp status``, ``/readyz`` and the dashboard
+    show it; with ``stale_after``, ``stale`` is also true where the last good sync is older."""
     found = await redis.hgetall(keys.erp_status())
     result: dict[str, dict[str, Any]] = {}
+    synced: dict[str, float] = {}
     for key, raw in found.items():
         entity, _, name = text(key).partition(".")
         value: Any = text(raw)
         if name == "synced_at":
-            value = datetime.fromtimestamp(float(value), UTC).isoformat()
+            synced[entity] = float(value)
+            value = datetime.fromtimestamp(synced[entity], UTC).isoformat()
         elif name in ("rows", "skipped", "failures", "changed"):
             value = int(value)
         elif name == "stale":
             value = value == "1"
         result.setdefault(entity, {})[name] = value
+    if stale_after is not None:
+        now = time.time()
+        for entity, info in result.items():
+            old = entity not in synced or now - synced[entity] > stale_after
+            info["stale"] = bool(info.get("stale")) or old
     return result
-
-
-async def freshness(
-    redis: aioredis.Redis, keys: Keys, stale_after: float
-) -> dict[str, dict[str, Any]]:
-    """:func:`status` with ``stale`` also true where the last sync is older than
-    ``stale_after`` seconds (what ``/readyz`` and the dashboard show)."""
-    found = await status(redis, keys)
-    now = time.time()
-    for info in found.values():
-        synced = info.get("synced_at")
-        age = now - datetime.fromisoformat(synced).timestamp() if synced else None
-        info["stale"] = bool(info.get("stale")) or age is None or age > stale_after
-    return found
 
 
 async def cursor(redis: aioredis.Redis, keys: Keys, entity: Entity) -> str | None:

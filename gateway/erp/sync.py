@@ -90,17 +90,18 @@ def retry_delay(interval: float, failures: int, cap: float) -> float:
     return float(max(interval, min(cap, interval * 2 ** max(failures - 1, 0))))
 
 
-def stock_changes(
-    levels: list[StockLevel], known: dict[tuple[str, str], float]
-) -> tuple[list[StockLevel], list[Change]]:
-    """The page's levels, last one per (sku, location), and those that differ from ``known``."""
-    latest = {(level.sku, level.location): level for level in levels}
-    changes = [
+def latest_levels(levels: list[StockLevel]) -> list[StockLevel]:
+    """The last level per (sku, location) of a page."""
+    return list({(level.sku, level.location): level for level in levels}.values())
+
+
+def stock_changes(levels: list[StockLevel], known: dict[tuple[str, str], float]) -> list[Change]:
+    """The levels (one per sku and location) that differ from ``known``."""
+    return [
         Change(level.sku, level.location, old, level.quantity)
-        for key, level in latest.items()
-        if (old := known.get(key)) != level.quantity
+        for level in levels
+        if (old := known.get((level.sku, level.location))) != level.quantity
     ]
-    return list(latest.values()), changes
 
 
 def _digest(*parts: object) -> str:
@@ -287,19 +288,18 @@ class ErpSync:
     async def _stock(
         self, page: Page[StockLevel], now: datetime, baseline: bool
     ) -> tuple[list[StockLevel], int]:
-        latest = list({(r.sku, r.location): r for r in page.rows}.values())
-        # The first sync publishes nothing: no need to know what the cache held.
-        known = {} if baseline else await stock.known_levels(self.redis, self.keys, latest)
-        levels, changes = stock_changes(latest, known)
+        levels = latest_levels(page.rows)
         if levels:
             await self.warehouse.upsert("product_stock", [stock_row(s, now) for s in levels])
-        if changes and not baseline:
+        if baseline:  # the first sync publishes nothing: what the cache held does not matter
+            return levels, 0
+        changes = stock_changes(levels, await stock.known_levels(self.redis, self.keys, levels))
+        if changes:
             site = self.settings.site
             await self.bus.publish(
                 EVENTS, [change_event(c, site, page.cursor, now) for c in changes]
             )
-            return levels, len(changes)
-        return levels, 0
+        return levels, len(changes)
 
     async def _sales(self, lines: list[SaleLine], now: datetime) -> int:
         """Publish the orders not loaded yet (and the cancellations of loaded ones); return

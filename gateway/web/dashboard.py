@@ -150,7 +150,7 @@ async def agents(request: web.Request) -> web.Response:
         rows.append({"agent": agent, "group": group})
     erp = {}
     if stats is not None:
-        erp = await stock.freshness(app[REDIS], app[BUS].keys, app[CONFIG].erp.stale_after)
+        erp = await stock.status(app[REDIS], app[BUS].keys, app[CONFIG].erp.stale_after)
     return render(
         request, "agents.html", rows=rows, streams=streams, redis_up=stats is not None, erp=erp
     )

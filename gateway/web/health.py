@@ -50,7 +50,7 @@ async def _bus_stats(app: web.Application) -> dict[str, Any] | None:
 async def _erp(app: web.Application) -> dict[str, Any] | None:
     try:
         async with asyncio.timeout(app[CONFIG].redis.timeout):
-            return await stock.freshness(app[REDIS], app[BUS].keys, app[CONFIG].erp.stale_after)
+            return await stock.status(app[REDIS], app[BUS].keys, app[CONFIG].erp.stale_after)
     except (RedisError, OSError, TimeoutError):
         return None
 

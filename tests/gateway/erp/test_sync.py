@@ -12,7 +12,7 @@ import pytest
 
 from gateway.erp import stock
 from gateway.erp.base import StockLevel
-from gateway.erp.sync import Change, ErpSync, retry_delay, stock_changes
+from gateway.erp.sync import Change, ErpSync, latest_levels, retry_delay, stock_changes
 from gateway.keys import EVENTS
 from gateway.warehouse import Warehouse
 
@@ -202,5 +202,6 @@ def test_retry_delay_doubles_up_to_the_cap() -> None:
     ],
 )
 def test_stock_changes(known: dict[tuple[str, str], float], expected: list[Change]) -> None:
-    levels = [StockLevel("A", "web", 9.0), StockLevel("A", "web", 2.0)]  # the last one counts
-    assert stock_changes(levels, known) == ([StockLevel("A", "web", 2.0)], expected)
+    levels = latest_levels([StockLevel("A", "web", 9.0), StockLevel("A", "web", 2.0)])
+    assert levels == [StockLevel("A", "web", 2.0)]  # the last one counts
+    assert stock_changes(levels, known) == expected
