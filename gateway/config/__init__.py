@@ -164,7 +164,21 @@ def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
     except msgspec.ValidationError as exc:
         raise _config_error(source, exc) from None
     _check_stores(config, source)
+    _check_erp(config, source)
     return dataclasses.replace(config, source=source)
+
+
+def _check_erp(config: Config, source: str) -> None:
+    """The chosen ERP connector has what it needs to connect."""
+    erp = config.erp
+    if erp.connector == "sql" and not erp.sql.dsn.is_set:
+        raise ConfigError(source, "erp.sql.dsn", 'required with erp.connector = "sql"')
+    if erp.connector == "tryton" and not (erp.tryton.api_key.is_set or erp.tryton.password.is_set):
+        raise ConfigError(
+            source,
+            "erp.tryton.api_key",
+            'erp.connector = "tryton" needs an api_key (REST) or a password (JSON-RPC)',
+        )
 
 
 def _check_stores(config: Config, source: str) -> None:

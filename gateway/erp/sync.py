@@ -198,6 +198,8 @@ class ErpSync:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connector = connector
+        #: Whose cursors these are (another connector's mean nothing to this one).
+        self.kind = type(connector).__name__
         self.warehouse = warehouse
         self.redis = redis
         self.keys = keys
@@ -238,7 +240,8 @@ class ErpSync:
         return result
 
     async def _sync(self, entity: Entity, full: bool, progress: Progress | None) -> SyncResult:
-        cursor = None if full else await stock.cursor(self.redis, self.keys, entity)
+        kind = self.kind
+        cursor = None if full else await stock.cursor(self.redis, self.keys, entity, kind)
         baseline = entity == "stock" and await stock.last_sync(self.redis, self.keys) is None
         now = datetime.now(UTC)
         rows = skipped = changed = 0
@@ -246,13 +249,12 @@ class ErpSync:
         async with contextlib.aclosing(pages):  # a failed load lets go of the ERP at once
             async for page in pages:
                 count = await self._page(entity, page, now, baseline)
-                cursor = page.cursor
                 rows, skipped = rows + len(page.rows), skipped + page.skipped
                 changed += count
                 if progress is not None:
                     progress(len(page.rows) + page.skipped, page.total)
         fields = {"rows": rows, "skipped": skipped, "changed": changed}
-        await stock.record_success(self.redis, self.keys, entity, now, fields, cursor)
+        await stock.record_success(self.redis, self.keys, entity, now, fields)
         if rows or skipped:
             log.info("erp %s: %d rows, %d skipped, %d changed", entity, rows, skipped, changed)
         return SyncResult(entity, rows, skipped, changed)
@@ -266,7 +268,7 @@ class ErpSync:
             count = await self._sales(page.rows, now)
         else:
             count = await self._load(entity, page.rows, now)
-        await stock.record_page(self.redis, self.keys, entity, page.cursor, levels)
+        await stock.record_page(self.redis, self.keys, entity, self.kind, page.cursor, levels)
         await self.connector.confirm(entity, page)
         return count
 

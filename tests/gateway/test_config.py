@@ -130,3 +130,20 @@ def test_check_config_prints_ok_or_the_one_line(
     err = capsys.readouterr().err
     assert err == f"touchpoint: error: {bad}: http.port: Expected int, got str\n"
     assert cli.main(["--config", str(bad), "check-config"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[erp]\nconnector = "sql"', "erp.sql.dsn"),
+        ('[erp]\nconnector = "tryton"', "erp.tryton.api_key"),
+    ],
+)
+def test_an_erp_connector_without_its_credentials_is_refused(text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"cfg.toml: {key}: "):
+        configuration.loads(text, source="cfg.toml", env={})
+    with_secret = {
+        "TOUCHPOINT_ERP__SQL__DSN": "postgresql://erp",
+        "TOUCHPOINT_ERP__TRYTON__API_KEY": "k",
+    }
+    assert configuration.loads(text, env=with_secret).erp.connector in ("sql", "tryton")

@@ -563,8 +563,8 @@ async def test_a_sync_through_the_sql_connector(
         {"sku": "SKU-2", "price": 19.0, "cost": None},
     ]
     assert await stock.stock_levels(redis_client, keys, "SKU-1") == {"store-1": 3.0, "web": 0.0}
-    assert await stock.cursor(redis_client, keys, "stock") == "2026-03-02 09:00:00"
-    assert await stock.cursor(redis_client, keys, "stores") is None
+    assert await stock.cursor(redis_client, keys, "stock", "SqlConnector") == "2026-03-02 09:00:00"
+    assert await stock.cursor(redis_client, keys, "stores", "SqlConnector") is None
     published = [e for entry in await bus.latest(EVENTS, 100) for e in entry.events]
     orders = {e.properties["order_id"]: e for e in published if e.name == "Order Completed"}
     assert {o: len(e.properties["products"]) for o, e in orders.items()} == {

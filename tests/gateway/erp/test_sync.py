@@ -84,6 +84,9 @@ async def test_the_demo_catalogue_seeds_products_stock_and_stores(
     assert await stock.last_sync(redis, keys) is not None
     assert not await stock.is_stale(redis, keys)
     assert await stock_events(syncer) == []  # the first stock sync is a baseline, not a change
+    # Cursors belong to the connector that kept them: another one starts from scratch.
+    assert await stock.cursor(redis, keys, "stock", "FileConnector") is not None
+    assert await stock.cursor(redis, keys, "stock", "TrytonConnector") is None
     assert await syncer.run_due() == []  # nothing due before the intervals
 
 

@@ -311,7 +311,7 @@ async def test_tryton_down_is_unavailable_and_back_is_read_again(
 
 
 async def test_open_connector_gives_the_tryton_one(make_config: Callable[..., Any]) -> None:
-    config = make_config("", "tp", '[erp]\nconnector = "tryton"')
+    config = make_config("", "tp", '[erp]\nconnector = "tryton"', erp__tryton__password="x")
     connector = open_connector(config)
     assert isinstance(connector, TrytonConnector)
     await connector.close()
@@ -434,7 +434,7 @@ async def test_tryton_stopped_mid_sync_leaves_stock_stale_until_it_is_back(
     # moves done with the latest one before the cursor are read again, with the new ones.
     syncer = sync_to(page_size=1, overlap=0.001)
     redis, keys = syncer.redis, syncer.keys
-    cursor = await stock.cursor(redis, keys, "stock")
+    cursor = await stock.cursor(redis, keys, "stock", "TrytonConnector")
     tryton.stock_move("SKU-050", 5, warehouse="WH")
     tryton.stock_move("SKU-049", 3, warehouse="WH2")
 
@@ -444,7 +444,9 @@ async def test_tryton_stopped_mid_sync_leaves_stock_stale_until_it_is_back(
     result = await syncer.sync("stock", progress=crash_after_first_page)
     assert result.error is not None and f"Tryton at {tryton.url} unreachable" in result.error
     assert await stock.is_stale(redis, keys)
-    assert await stock.cursor(redis, keys, "stock") == cursor  # not past what was not read
+    assert (
+        await stock.cursor(redis, keys, "stock", "TrytonConnector") == cursor
+    )  # not past what was not read
     assert await stock.stock_levels(redis, keys, "SKU-001") == {"WH": 7.0, "WH2": 1.0}
 
     tryton.start()
@@ -452,7 +454,7 @@ async def test_tryton_stopped_mid_sync_leaves_stock_stale_until_it_is_back(
     assert (result.changed, result.error) == (2, None)
     assert result.rows > 4
     assert not await stock.is_stale(redis, keys)
-    assert await stock.cursor(redis, keys, "stock") > cursor
+    assert await stock.cursor(redis, keys, "stock", "TrytonConnector") > cursor
     assert await stock.stock_levels(redis, keys, "SKU-050") == {"WH": 5.0, "WH2": 0.0}
     assert await stock.stock_levels(redis, keys, "SKU-049") == {"WH": 0.0, "WH2": 3.0}
     changes = [e.properties for e in await erp_events(syncer, "Stock Changed")]
