@@ -12,7 +12,7 @@ from gateway import bus as bus_module
 from gateway import keys as K
 from gateway.bus import Bus
 from gateway.errors import BusUnavailable
-from tests.helpers import event
+from tests.helpers import event, eventually
 
 STREAM = K.EVENTS
 
@@ -163,7 +163,7 @@ async def test_a_producer_waits_for_its_local_readers(
     await bus.read(STREAM, "local", "c", count=1, block=0.01)
     await bus.publish_many(STREAM, [[event(1), event(2)]], share=True)
     second = asyncio.create_task(bus.publish_many(STREAM, [[event(3), event(4)]], share=True))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: STREAM in bus._freed)  # the producer waits for room
     assert not second.done()  # 2 kept + 2 more > 3
     (first,) = await bus.read(STREAM, "local", "c", count=1, block=1)
     await asyncio.wait_for(second, 1)
