@@ -129,11 +129,13 @@ class EmbeddedRedis:
     async def stop(self) -> None:
         """Stop supervising and shut our server down cleanly (idempotent)."""
         self._stopping = True
-        if self._supervisor:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        task, self._supervisor = self._supervisor, None
+        while task is not None and not task.done():
+            # A cancel that lands inside the client's connect/timeout handling can be turned
+            # into a timeout the probe treats as "no answer" (seen once in CI: a 120 s hang);
+            # so cancel again until the task is gone, and the loop also checks _stopping.
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         proc, self._proc = self._proc, None
         if proc and proc.returncode is None:
             proc.terminate()  # SIGTERM: redis-server fsyncs its append-only file and exits
@@ -213,8 +215,10 @@ class EmbeddedRedis:
                     return
                 log.error("embedded redis: exited with %s; restarting", code)
             else:
-                while await self._answers():  # noqa: ASYNC110 (another process's server)
-                    await asyncio.sleep(1.0)
+                while not self._stopping and await self._answers():  # noqa: ASYNC110
+                    await asyncio.sleep(1.0)  # (another process's server)
+                if self._stopping:
+                    return
                 log.warning("embedded redis: the server we used is gone; starting our own")
             try:
                 await self._stop_stale()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
+
+import pytest
 
 from gateway.redis import (
     MAX_SOCKET_PATH,
@@ -78,4 +82,30 @@ async def test_a_second_start_uses_the_server_already_answering(tmp_path: Path) 
         await client.aclose()
     finally:
         await guest.stop()
+        await owner.stop()
+
+
+async def test_stop_ends_supervision_even_when_a_probe_swallows_the_cancel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI once hung 120 s in guest.stop(): a cancel delivered inside the client's connect
+    # came back out of the probe as "no answer", and the supervisor went on probing.
+    owner = EmbeddedRedis(tmp_path / "redis")
+    await owner.start()
+    guest = EmbeddedRedis(tmp_path / "redis")
+    await guest.start()
+    probing = asyncio.Event()
+
+    async def swallowing_probe(patient: bool = False) -> bool:
+        probing.set()
+        with contextlib.suppress(asyncio.CancelledError):  # as the client's timeouts can
+            await asyncio.sleep(3600)
+        return True
+
+    monkeypatch.setattr(guest, "_answers", swallowing_probe)
+    try:
+        await asyncio.wait_for(probing.wait(), 10)
+        await asyncio.wait_for(guest.stop(), 10)
+        assert guest.pid is None
+    finally:
         await owner.stop()
