@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 import redis.asyncio as aioredis
 
-from gateway.agents import counts, erp, identity, profile, sessions, sync
+from gateway.agents import collector, counts, erp, identity, profile, sessions, sync
 from gateway.agents import filter as filtering
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus
@@ -52,12 +52,28 @@ def _warehouse(ctx: AgentContext) -> Warehouse:
     return ctx.warehouse
 
 
+def _events_sync(ctx: AgentContext) -> sync.EventsSync:
+    return sync.EventsSync(
+        _warehouse(ctx),
+        ctx.redis,
+        ctx.keys,
+        pii_key(ctx.config),
+        ctx.config.collector.tick_interval,
+    )
+
+
 AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
     {
         "channel-counts": AgentSpec(
             stream=counts.STREAM,
             make=lambda ctx: counts.handler(ctx.redis, ctx.keys),
             about=counts.__doc__ or "",
+        ),
+        "collector": AgentSpec(
+            stream=collector.STREAM,
+            make=lambda ctx: collector.Collector(ctx.bus, ctx.config, _events_sync(ctx)),
+            about=collector.__doc__ or "",
+            needs_warehouse=True,
         ),
         "filter": AgentSpec(
             stream=filtering.STREAM,
@@ -81,13 +97,7 @@ AGENTS: Mapping[str, AgentSpec] = MappingProxyType(
         ),
         "sync": AgentSpec(
             stream=IDENTIFIED,
-            make=lambda ctx: sync.EventsSync(
-                _warehouse(ctx),
-                ctx.redis,
-                ctx.keys,
-                pii_key(ctx.config),
-                ctx.config.collector.tick_interval,
-            ),
+            make=_events_sync,
             about=sync.__doc__ or "",
             needs_warehouse=True,
         ),

@@ -69,6 +69,17 @@ def flagged(event: Event) -> Event:
     return event
 
 
+@dataclass(slots=True)
+class Screened:
+    """What :meth:`Filter.screen` let through, per entry, and the ids to mark afterwards."""
+
+    events: list[list[Event]]
+    #: Per entry: whether all its events passed unchanged (its packed form can go on as is).
+    whole: list[bool]
+    fresh: dict[str, list[str]]
+    bucket: int
+
+
 @dataclass
 class FilterStats:
     """What the filter did since it started (for logs and tests)."""
@@ -90,9 +101,23 @@ class Filter:
         self.stats = FilterStats()
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
+        screened = await self.screen(entries)
+        out: list[list[Event]] = []
+        packed: list[bytes] = []
+        for entry, events, whole in zip(entries, screened.events, screened.whole, strict=True):
+            if events:
+                out.append(events)
+                # an entry that passes whole and unchanged goes on as it came: no packing
+                packed.append(entry.raw if whole and entry.raw else pack(events))
+        if out:
+            await self.bus.publish_many(OUTPUT, out, share=True, packed=packed)
+        await self.mark(screened)
+
+    async def screen(self, entries: Sequence[Entry]) -> Screened:
+        """Per entry, its events that pass (flagged when bots); nothing is marked yet."""
         bucket = int(time.time() * 1000) // self.window_ms
         kept: list[list[Event]] = []
-        #: Entries whose events all pass unchanged so far: they go on as they came.
+        #: Entries whose events all pass unchanged so far.
         whole: list[bool] = []
         dropped: list[tuple[str, str]] = []
         by_site: dict[str, list[str]] = {}
@@ -121,10 +146,9 @@ class Filter:
                 "filter: dropped %d malformed event(s), e.g. %r: %s", len(dropped), *dropped[0]
             )
         seen = await self._seen(by_site, bucket)
-        out: list[list[Event]] = []
-        packed: list[bytes] = []
-        fresh: dict[str, list[str]] = {site: [] for site in by_site}
-        for entry, events, same in zip(entries, kept, whole, strict=True):
+        screened = Screened([], [], {site: [] for site in by_site}, bucket)
+        fresh = screened.fresh
+        for events, same in zip(kept, whole, strict=True):
             unique = []
             for event in events:
                 site_seen = seen[event.site]
@@ -137,13 +161,20 @@ class Filter:
                 fresh[event.site].append(event.event_id)
                 self.stats.bots += event.context.get("bot") is True
             self.stats.passed += len(unique)
-            if unique:
-                out.append(unique)
-                # an entry that passes whole and unchanged goes on as it came: no packing
-                packed.append(entry.raw if same and entry.raw else pack(unique))
-        if out:
-            await self.bus.publish_many(OUTPUT, out, share=True, packed=packed)
-        await self._mark(fresh, bucket)
+            screened.events.append(unique)
+            screened.whole.append(same)
+        return screened
+
+    async def mark(self, screened: Screened) -> None:
+        """Mark the passed ids as seen: call once what they feed is published or done."""
+        commands: list[tuple[Any, ...]] = []
+        for site, ids in screened.fresh.items():
+            key = self.keys.filter_seen(site, self.window_ms, screened.bucket)
+            for i in range(0, len(ids), ID_CHUNK):
+                commands.append((b"SADD", key, *ids[i : i + ID_CHUNK]))
+            commands.append((b"PEXPIRE", key, 2 * self.window_ms))
+        if commands:
+            await self.bus.execute(commands)
 
     async def _seen(self, by_site: dict[str, list[str]], bucket: int) -> dict[str, set[str]]:
         """Per site, the ids already passed in this bucket or the one before."""
@@ -163,15 +194,6 @@ class Filter:
             current, previous = replies[2 * n], replies[2 * n + 1]
             seen[site].update(i for i, a, b in zip(chunk, current, previous, strict=True) if a or b)
         return seen
-
-    async def _mark(self, fresh: dict[str, list[str]], bucket: int) -> None:
-        commands: list[tuple[Any, ...]] = []
-        for site, ids in fresh.items():
-            key = self.keys.filter_seen(site, self.window_ms, bucket)
-            for i in range(0, len(ids), ID_CHUNK):
-                commands.append((b"SADD", key, *ids[i : i + ID_CHUNK]))
-            commands.append((b"PEXPIRE", key, 2 * self.window_ms))
-        await self.bus.execute(commands)
 
 
 def handler(bus: Bus, config: Config) -> Handler:

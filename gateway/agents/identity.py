@@ -49,10 +49,17 @@ class Identity:
         self.merges = 0
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
-        out = [list(entry.events) for entry in entries]
+        resolved = await self.resolve([entry.events for entry in entries])
+        batches: list[list[Event]] = [events for events in resolved if events]
+        if batches:
+            await self.bus.publish_many(OUTPUT, batches, share=True)
+
+    async def resolve(self, batches: Sequence[Sequence[Event]]) -> list[list[Event]]:
+        """``batches`` with each event's ``customer_id`` set (links and merges made)."""
+        out = [list(events) for events in batches]
         by_site: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
-        for i, entry in enumerate(entries):
-            for j, event in enumerate(entry.events):
+        for i, events in enumerate(out):
+            for j, event in enumerate(events):
                 if is_bot(event):
                     continue
                 ids = identifiers_of(event)
@@ -90,9 +97,7 @@ class Identity:
                     self.bus,
                     [(b"HSETNX", self.keys.profile(c, "p"), b"site", site) for site, c in created],
                 )
-        batches: list[list[Event]] = [events for events in out if events]
-        if batches:
-            await self.bus.publish_many(OUTPUT, batches, share=True)
+        return out
 
     async def _fold(self, site: str, merged: str, survivor: str) -> None:
         await complete_merge(self.bus, self.keys, merged, survivor, self.settings)

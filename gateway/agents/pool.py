@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from gateway.agents import AGENTS, AgentContext
+from gateway.agents import AGENTS, AgentContext, collector
 from gateway.agents.runtime import Agent
 from gateway.errors import ConfigError
 
@@ -15,6 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def build(names: Iterable[str], ctx: AgentContext) -> list[Agent]:
+    names = list(names)
+    if "collector" in names and (both := [n for n in collector.STEPS if n in names]):
+        raise ConfigError(
+            ctx.config.source,
+            "agents.run",
+            f"collector runs {', '.join(collector.STEPS)} itself; "
+            f"name it or them, not both (also named: {', '.join(both)})",
+        )
     agents = []
     for name in names:
         spec = AGENTS.get(name)

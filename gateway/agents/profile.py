@@ -12,7 +12,7 @@ another goes to the survivor once the fold is complete (:mod:`gateway.datamart.s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from gateway import keys as K
 from gateway.agents.runtime import Handler
@@ -34,11 +34,14 @@ class Profiles:
         self.applied = 0
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
+        await self.update(event for entry in entries for event in entry.events)
+
+    async def update(self, events: Iterable[Event]) -> None:
+        """Apply ``events`` (identified) to their customers' profiles."""
         groups: dict[str, list[Event]] = {}
-        for entry in entries:
-            for event in entry.events:
-                if event.customer_id and event.context.get("bot") is not True:
-                    groups.setdefault(event.customer_id, []).append(event)
+        for event in events:
+            if event.customer_id and event.context.get("bot") is not True:
+                groups.setdefault(event.customer_id, []).append(event)
         changes = {customer: combined(events) for customer, events in groups.items()}
         self.applied += await apply(self.bus, self.bus.keys, changes, self.settings)
 

@@ -126,11 +126,21 @@ class Sessions:
 
     async def process(self, entries: Sequence[Entry], now_ms: int | None = None) -> None:
         """Sessionize ``entries`` and publish them on ``sessionized``, one entry per entry."""
+        assigned = await self.assign([entry.events for entry in entries], now_ms)
+        batches = [events for events in assigned if events]
+        if batches:
+            await self.bus.publish_many(OUTPUT, batches, share=True)
+
+    async def assign(
+        self, batches: Sequence[Sequence[Event]], now_ms: int | None = None
+    ) -> list[list[Event]]:
+        """``batches`` with each event's ``session_id`` set; the visits they end go to the
+        ``sessions`` stream and the open ones are written back."""
         now = now_ms or int(time.time() * 1000)
-        out = [list(entry.events) for entry in entries]
+        out = [list(events) for events in batches]
         pending: dict[Visitor, _Plan] = {}
-        for i, entry in enumerate(entries):
-            for j, event in enumerate(entry.events):
+        for i, events in enumerate(out):
+            for j, event in enumerate(events):
                 # sessionized(), inline: this runs for every event
                 who = event.anonymous_id or event.user_id
                 if who is None or event.channel in SESSIONLESS or event.context.get("bot") is True:
@@ -151,9 +161,7 @@ class Sessions:
             self.conflicts += len(pending)
         if pending:
             raise BusUnavailable(f"sessions: {len(pending)} visitor(s) kept changing under us")
-        batches = [events for events in out if events]
-        if batches:
-            await self.bus.publish_many(OUTPUT, batches, share=True)
+        return out
 
     async def _load(self, plans: dict[Visitor, _Plan], now: int) -> None:
         bucket = now // self.window_ms

@@ -25,6 +25,7 @@ from gateway.datamart import profiles
 from gateway.datamart.lua import text
 from gateway.datamart.profiles import Profile
 from gateway.datamart.sessions import SessionRecord, unpack_records
+from gateway.events import Event
 from gateway.keys import Keys
 from gateway.warehouse import Warehouse
 from gateway.warehouse.pii import split_traits
@@ -60,7 +61,10 @@ class EventsSync:
         self.tick_interval = tick_interval
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
-        events = [e for entry in entries for e in entry.events]
+        await self.load([e for entry in entries for e in entry.events])
+
+    async def load(self, events: Sequence[Event]) -> None:
+        """``events`` (identified) into the facts; their customers noted for the tick."""
         loads = fact_records(events)
         if loads:  # one transaction: a batch's facts are all in or all out
             await self.warehouse.insert_records(loads)

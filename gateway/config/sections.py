@@ -67,11 +67,7 @@ class AgentsConfig:
     #: Agents ``touchpoint serve`` runs in-process (``touchpoint agent NAME`` runs one alone).
     run: tuple[Name, ...] = (
         "channel-counts",
-        "filter",
-        "sessions",
-        "identity",
-        "profile",
-        "sync",
+        "collector",
         "sync-sessions",
         "erp",
     )

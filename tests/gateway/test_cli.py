@@ -94,3 +94,18 @@ def test_every_command_takes_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     for command in (["serve"], ["agent", "channel-counts"], ["bus", "stats"], ["check-config"]):
         assert cli.main([*command, "--config", str(missing)]) == 2
         assert f"{missing}: cannot read" in capsys.readouterr().err
+
+
+def test_serve_refuses_the_collector_with_one_of_its_steps(
+    make_config: Callable[..., Config],
+    service_redis_url: str,
+    prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = make_config(
+        service_redis_url, prefix, '[agents]\nrun = ["collector", "identity", "sync"]'
+    )
+    assert cli.main(["serve", "--config", config.source]) == 2
+    err = capsys.readouterr().err
+    assert f"{config.source}: agents.run: collector runs filter, sessions" in err
+    assert "also named: identity, sync" in err

@@ -19,10 +19,7 @@ def test_shipped_config_runs_as_is() -> None:
     assert not config.redis.url.is_set  # embedded mode
     assert config.warehouse.engine == "duckdb"
     assert config.site_for_key("demo-write-key") == "demo"
-    assert config.agents.run == (
-        "channel-counts", "filter", "sessions", "identity", "profile", "sync", "sync-sessions",
-        "erp",
-    )  # fmt: skip
+    assert config.agents.run == ("channel-counts", "collector", "sync-sessions", "erp")
 
 
 @pytest.mark.parametrize(

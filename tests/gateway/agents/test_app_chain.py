@@ -1,10 +1,13 @@
-"""The chain as ``touchpoint serve`` runs it: events posted over HTTP end up in a profile."""
+"""The chain as ``touchpoint serve`` runs it (the collector agent, or the five agents it stands
+for): events posted over HTTP end up in a profile."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from gateway.config import Config
 from gateway.datamart.profiles import find_customer, get_profile
@@ -20,11 +23,23 @@ HEADERS = {
 }
 
 
+@pytest.mark.parametrize(
+    "agents",
+    [
+        "",  # the default: the collector agent, the chain in one pass
+        '[agents]\nrun = ["filter", "sessions", "identity", "profile", "sync", "sync-sessions"]',
+    ],
+    ids=["collector", "five-agents"],
+)
 async def test_posted_events_reach_the_data_mart(
-    aiohttp_client: Any, make_config: Callable[..., Config], service_redis_url: str, prefix: str
+    aiohttp_client: Any,
+    make_config: Callable[..., Config],
+    service_redis_url: str,
+    prefix: str,
+    agents: str,
 ) -> None:
-    config = make_config(service_redis_url, prefix, "[bus]\nblock = 0.05")
-    assert "profile" in config.agents.run
+    config = make_config(service_redis_url, prefix, "[bus]\nblock = 0.05", agents)
+    assert ("collector" in config.agents.run) == (not agents)
     client = await aiohttp_client(create_app(config))
     redis, keys = client.app[REDIS], client.app[BUS].keys
     batch = {
