@@ -340,6 +340,11 @@ async def until_drained(bus: Bus, stream: str, group: str) -> None:
 COUNT = "SELECT count(*) AS n FROM"
 
 
+async def stream_bytes(client: Any, key: str) -> int:
+    """What a stream takes in Redis, counted exactly (``MEMORY USAGE ... SAMPLES 0``)."""
+    return int(await client.memory_usage(key, samples=0) or 0)
+
+
 async def count(warehouse: Warehouse, sql: str) -> int:
     return int((await warehouse.fetch(sql))[0]["n"])
 
@@ -409,6 +414,12 @@ async def end_to_end(
                 )
             )
         await verify(run, warehouse, shop, timed)
+        held = {name: await stream_bytes(client, bus.keys.stream(name)) for name in K.STREAMS}
+        run.notes.append(
+            "Redis memory of the bus streams after the run (kept for `bus.retention`): "
+            + ", ".join(f"{name} {size / 2**20:,.1f} MiB" for name, size in held.items() if size)
+            + f"; {sum(held.values()) / 2**20:,.1f} MiB in all"
+        )
         return run
     finally:
         await warehouse.close()
