@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any, Final, Literal, Protocol
 
 from gateway.errors import WarehouseError
@@ -287,14 +288,23 @@ def _date(value: Any) -> date | None:
     raise TypeError(f"expected a date or an ISO string, got {value!r}")
 
 
+#: Upserts that replace a row only with one at least as large in this column: a visit's record
+#: published again (a replay, an open visit flushed before it closed, two members racing) never
+#: takes a row back to fewer events.
+GROWING: Final[Mapping[str, str]] = MappingProxyType({"fact_session": "events"})
+
+
 def load_sql(batch: Batch, source: str, *, update: bool) -> str:
-    """``INSERT INTO table SELECT ... FROM source ON CONFLICT (key) DO NOTHING / DO UPDATE``."""
+    """``INSERT INTO table SELECT ... FROM source ON CONFLICT (key) DO NOTHING / DO UPDATE``
+    (for a :data:`GROWING` table, ``DO UPDATE ... WHERE`` the new row is as large)."""
     table = batch.table
     cols = ", ".join(f'"{c}"' for c in batch.columns)
     others = [c for c in batch.columns if c not in table.key]
     action = "DO NOTHING"
     if update and others:
         action = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in others)
+        if (size := GROWING.get(table.name)) in batch.columns:
+            action += f' WHERE excluded."{size}" >= "{table.name}"."{size}"'
     key = ", ".join(f'"{c}"' for c in table.key)
     return (
         f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {source} '

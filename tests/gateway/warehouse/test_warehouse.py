@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.agents.sync import sessions_handler
+from gateway.bus import Entry
+from gateway.datamart.sessions import SessionRecord, pack_records
 from gateway.errors import WarehouseError
 from gateway.events import CHANNELS
 from gateway.warehouse import Warehouse, migrations
@@ -158,6 +161,35 @@ async def test_upsert_updates_the_columns_given(warehouse: Warehouse) -> None:
     assert await warehouse.fetch("SELECT price FROM dim_product WHERE sku = $1", ["A"]) == [
         {"price": 2.0}
     ]
+
+
+def visit_record(session_id: str, events: int) -> SessionRecord:
+    start = datetime(2026, 1, 6, 9, tzinfo=UTC)
+    return SessionRecord(
+        session_id=session_id, site="demo", visitor_id="a1", channel="web", started_at=start,
+        ended_at=start + timedelta(minutes=events), duration=60.0 * events,
+        referrer_class="direct", pages=events, events=events, bounced=events == 1,
+        converted=False, end_reason="timeout", first_event_id="e1", last_event_id=f"e{events}",
+    )  # fmt: skip
+
+
+async def test_a_visit_row_only_grows(warehouse: Warehouse) -> None:
+    """A visit's record published again with fewer events (a replay of an older one) does not
+    take its fact_session row back; one with more replaces it, within a batch too."""
+    load = sessions_handler(warehouse)
+
+    async def deliver(*records: SessionRecord) -> None:
+        await load([Entry("0-1", [], raw=pack_records(list(records)))])
+
+    async def events_of() -> dict[str, int]:
+        rows = await warehouse.fetch("SELECT session_id, events FROM fact_session")
+        return {row["session_id"]: row["events"] for row in rows}
+
+    await deliver(visit_record("s1", 5), visit_record("s2", 2))
+    await deliver(visit_record("s1", 3))  # an older record, replayed
+    assert await events_of() == {"s1": 5, "s2": 2}
+    await deliver(visit_record("s1", 7), visit_record("s2", 4), visit_record("s1", 6))
+    assert await events_of() == {"s1": 7, "s2": 4}
 
 
 async def test_execute_writes_in_turn_with_loads(warehouse: Warehouse) -> None:
