@@ -1,0 +1,71 @@
+"""collector: the chain in one pass per batch — parts in order, a failing part stops the later
+ones, and nothing is marked seen until the batch is through, so its retry counts each event once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.agents import AGENTS, AgentContext, collector
+from gateway.agents.collector import Collector, parts
+from gateway.bus import Entry
+from gateway.datamart import profiles
+from gateway.events import Event, pack
+from gateway.warehouse import Warehouse, open_warehouse
+from tests.gateway.agents.chain import Chain, ev
+
+
+def test_parts_are_cut_between_entries() -> None:
+    sizes = [3, 0, 2, 4, 1, 2]
+    batches = [[ev(f"e{i}-{j}") for j in range(n)] for i, n in enumerate(sizes)]
+    assert [[len(b) for b in part] for part in parts(batches, 5)] == [[3, 2], [4, 1], [2]]
+    assert parts([], 5) == []
+
+
+@pytest.fixture
+async def warehouse(chain: Chain) -> AsyncIterator[Warehouse]:
+    opened = await open_warehouse(chain.config)  # DuckDB under the test's data dir
+    await opened.migrate()
+    yield opened
+    await opened.close()
+
+
+async def test_a_failing_part_stops_the_later_ones_and_the_retry_counts_once(
+    chain: Chain, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collector, "PART", 3)  # one entry, one part
+    ctx = AgentContext(chain.config, chain.client, chain.keys, chain.bus, warehouse)
+    handler: Collector = AGENTS["collector"].make(ctx)  # type: ignore[assignment]
+    visits = [[ev(f"e{n}", n) for n in range(i, i + 3)] for i in (0, 3, 6)]
+    entries = [Entry(f"1-{i}", events, raw=pack(events)) for i, events in enumerate(visits)]
+    resolve, calls = handler.identity.resolve, []
+
+    async def failing_once(batches: list[list[Event]]) -> Any:
+        calls.append([e.event_id for events in batches for e in events])
+        if len(calls) == 1:
+            raise RuntimeError("identity: boom")
+        return await resolve(batches)
+
+    monkeypatch.setattr(handler.identity, "resolve", failing_once)
+    with pytest.raises(RuntimeError, match="boom"):
+        await handler(entries)
+    assert calls == [["e0", "e1", "e2"]]  # the later parts stopped at the identity lock
+    assert await fact_events(warehouse) == 0
+
+    await handler(entries)  # the runtime's retry of the batch
+    assert handler.filter.stats.duplicates == 0  # nothing was marked seen by the failed try
+    assert await fact_events(warehouse) == 9
+    customer = await profiles.find_customer(chain.client, chain.keys, "demo", "anonymous_id", "a1")
+    assert customer
+    profile = await profiles.get_profile(chain.client, chain.keys, customer)
+    assert profile and (profile.counters.events, profile.counters.visits) == (9, 1)
+
+    await handler(entries)  # delivered again after it went through: all duplicates now
+    assert handler.filter.stats.duplicates == 9
+    assert await fact_events(warehouse) == 9
+
+
+async def fact_events(warehouse: Warehouse) -> int:
+    return int((await warehouse.fetch("SELECT count(*) AS n FROM fact_event"))[0]["n"])
