@@ -79,6 +79,10 @@ class Keys:
         """Hash location → quantity on hand of one SKU, as last synced from the ERP."""
         return f"{self.prefix}:{{erp}}:stock:{sku}"
 
+    def erp_inactive(self) -> str:
+        """Set of the SKUs the ERP deactivated (discontinued): never in stock for offers."""
+        return f"{self.prefix}:{{erp}}:inactive"
+
     def erp_status(self) -> str:
         """Hash ``<entity>.<field>``: synced_at, cursor, rows, skipped, stale, failures, error."""
         return f"{self.prefix}:{{erp}}:status"

@@ -57,11 +57,11 @@ COUPON_DISCOUNT: Final = 10
 CANDIDATES_SQL = """
 SELECT p.sku, p.name, p.category, p.price, p.currency, s.quantity AS here
 FROM dim_product p JOIN product_stock s ON s.sku = p.sku
-WHERE s.location = $1 AND s.quantity > 0{wanted}
+WHERE s.location = $1 AND s.quantity > 0 AND p.active{wanted}
 ORDER BY s.quantity DESC, p.sku LIMIT {limit}"""
 SEARCH_SQL = f"""
 SELECT sku, name, category, price, currency FROM dim_product
-WHERE lower(name) LIKE $1 OR lower(sku) LIKE $1 ORDER BY name LIMIT {MAX_RESULTS}"""
+WHERE active AND (lower(name) LIKE $1 OR lower(sku) LIKE $1) ORDER BY name LIMIT {MAX_RESULTS}"""
 STORES_SQL = "SELECT store_id, name FROM dim_store ORDER BY store_id"
 
 

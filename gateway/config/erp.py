@@ -18,6 +18,8 @@ class ProductColumns:
     price: str = "price"
     cost: str = "cost"
     currency: str = "currency"
+    #: Whether it is still sold (``false``/``0``: discontinued, never offered; empty: yes).
+    active: str = "active"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class Product(msgspec.Struct, frozen=True):
     currency: str
     category: str | None = None
     cost: float | None = None
+    #: False once the ERP deactivated it (discontinued): never offered, whatever its stock.
+    active: bool = True
 
 
 class StockLevel(msgspec.Struct, frozen=True):

@@ -16,14 +16,31 @@ import redis.asyncio as aioredis
 
 from gateway.config import ErpConfig
 from gateway.datamart.lua import text
-from gateway.erp.base import Entity, StockLevel
+from gateway.erp.base import Entity, Product, StockLevel
 from gateway.keys import Keys
 
 
 async def in_stock(redis: aioredis.Redis, keys: Keys, sku: str, location: str) -> bool:
-    """Whether ``location`` has at least one ``sku`` on hand (unknown: no)."""
-    value = await redis.hget(keys.erp_stock(sku), location)
-    return value is not None and float(value) > 0
+    """Whether ``location`` has at least one ``sku`` on hand (unknown: no) and the ERP has not
+    deactivated it."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.erp_stock(sku), location)
+        pipe.sismember(keys.erp_inactive(), sku)
+        value, inactive = await pipe.execute()
+    return value is not None and float(value) > 0 and not inactive
+
+
+async def record_active(redis: aioredis.Redis, keys: Keys, products: Sequence[Product]) -> None:
+    """Keep the set of the SKUs the ERP deactivated (the last word per SKU wins)."""
+    active = {p.sku: p.active for p in products}
+    off = [sku for sku, on in active.items() if not on]
+    on = [sku for sku, on in active.items() if on]
+    async with redis.pipeline(transaction=True) as pipe:
+        if off:
+            pipe.sadd(keys.erp_inactive(), *off)
+        if on:
+            pipe.srem(keys.erp_inactive(), *on)
+        await pipe.execute()
 
 
 async def stock_levels(redis: aioredis.Redis, keys: Keys, sku: str) -> dict[str, float]:

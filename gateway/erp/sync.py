@@ -277,7 +277,9 @@ class ErpSync:
         if not rows:
             return 0
         if entity == "products":
-            return await self.warehouse.upsert("dim_product", [product_row(p, now) for p in rows])
+            loaded = await self.warehouse.upsert("dim_product", [product_row(p, now) for p in rows])
+            await stock.record_active(self.redis, self.keys, rows)
+            return loaded
         if entity == "stores":
             return await self.warehouse.upsert("dim_store", [store_row(s) for s in rows])
         if entity == "customers":
@@ -337,6 +339,7 @@ def product_row(product: Product, now: datetime) -> dict[str, Any]:
         "price": product.price,
         "cost": product.cost,
         "currency": product.currency,
+        "active": product.active,
         "updated_at": now,
     }
 

@@ -44,7 +44,8 @@ SALE_STATES: Final = {"confirmed": "done", "processing": "done", "done": "done",
                       "cancelled": "cancelled"}  # fmt: skip
 STAMPS: Final = ("write_date", "create_date")
 PRODUCT_FIELDS: Final = ("code", "name", "list_price_used", "cost_price", "categories.name",
-                         "template.write_date", *STAMPS)  # fmt: skip
+                         "active", "template.active", "template.write_date",
+                         *STAMPS)  # fmt: skip
 PARTY_FIELDS: Final = ("code", "name", "email", "phone", "contact_mechanisms.write_date",
                        "contact_mechanisms.create_date", *STAMPS)  # fmt: skip
 SALE_FIELDS: Final = ("number", "state", "sale_date", "party.code", "warehouse.code",
@@ -133,7 +134,15 @@ def product_values(record: Record, currency: Any) -> dict[str, Any]:
     return {"sku": record.get("code"), "name": record.get("name"),
             "price": number(record.get("list_price_used")),
             "cost": number(record.get("cost_price")),
-            "category": categories[0].get("name"), "currency": currency}  # fmt: skip
+            "category": categories[0].get("name"), "currency": currency,
+            # a variant is active only while its template is too (SQLite says 1 and 0)
+            "active": flag(record.get("active"))
+                      and flag((record.get("template") or {}).get("active"))}  # fmt: skip
+
+
+def flag(value: Any) -> bool:
+    """A Tryton boolean as read (``True``/``1``); not read at all counts as true."""
+    return value is None or bool(value)
 
 
 def customer_values(record: Record) -> dict[str, Any]:
@@ -381,8 +390,8 @@ class TrytonConnector:
 
     async def _records(self, model: str, domain: list[Any], fields: Sequence[str],
                        seen: set[Key], values: Callable[[Record], dict[str, Any]],
-                       ) -> AsyncIterator[Batch]:  # fmt: skip
-        async for batch in self._search(model, domain, fields):
+                       **context: Any) -> AsyncIterator[Batch]:  # fmt: skip
+        async for batch in self._search(model, domain, fields, **context):
             fresh = [r for r in batch if key(r) not in seen]
             yield [values(r) for r in fresh], [key(r) for r in fresh], dates(batch)
 
@@ -391,8 +400,10 @@ class TrytonConnector:
         domain: list[Any] = [["code", "!=", None]]
         if after is not None:
             domain.append(since(after, [*STAMPS, "template.write_date"]))
+        # deactivated products too (active_test off): they come as discontinued
         async for batch in self._records("product.product", domain, PRODUCT_FIELDS, seen,
-                                         lambda r: product_values(r, currency)):  # fmt: skip
+                                         lambda r: product_values(r, currency),
+                                         active_test=False):  # fmt: skip
             yield batch
 
     async def _customers(self, after: datetime | None, seen: set[Key]) -> AsyncIterator[Batch]:

@@ -23,7 +23,8 @@ from gateway.web.errors import json_error
 from gateway.web.state import ADMIN_TOKEN, BUS, CONFIG, REDIS, WAREHOUSE
 
 PRODUCT_SQL = """
-SELECT sku, name, category, price, cost, currency, updated_at FROM dim_product WHERE sku = $1"""
+SELECT sku, name, category, price, cost, currency, active, updated_at
+FROM dim_product WHERE sku = $1"""
 STOCK_SQL = """
 SELECT location, quantity, confirmed_at FROM product_stock WHERE sku = $1 ORDER BY location"""
 

@@ -141,6 +141,12 @@ MIGRATIONS: Final = (
             _DATES,
         ),
     ),
+    # A product the ERP deactivated (discontinued) is kept, marked, and never offered.
+    Migration(
+        3,
+        "inactive products",
+        ("ALTER TABLE dim_product ADD COLUMN active BOOLEAN NOT NULL DEFAULT TRUE",),
+    ),
 )
 
 

@@ -142,6 +142,26 @@ async def test_bad_requests_name_the_problem(client: Client) -> None:
     assert (await client.get("/kiosk/nowhere")).status == 404
 
 
+async def test_a_discontinued_product_is_neither_offered_nor_found(
+    client: Client, config: Config
+) -> None:
+    headers, body = bearer(TOKEN), {"card": "0000-unknown"}
+    resp = await client.post("/v1/kiosk/store-1/identify", json=body, headers=headers)
+    assert (await resp.json())["offers"][0]["sku"] == "SKU-4001"  # what store-1 holds most of
+    (config.erp_drop_dir / "products-discontinued.csv").write_text(
+        "sku,name,price,currency,active\nSKU-4001,Steel Water Bottle,24.00,EUR,false\n"
+    )
+    app = client.app
+    ctx = AgentContext(config, app[REDIS], app[BUS].keys, app[BUS], app[WAREHOUSE])
+    erp: Any = AGENTS["erp"].make(ctx)
+    assert (await erp.sync.sync("products")).rows == 1
+    resp = await client.post("/v1/kiosk/store-1/identify", json=body, headers=headers)
+    offers = [p["sku"] for p in (await resp.json())["offers"]]
+    assert len(offers) == 6 and "SKU-4001" not in offers
+    resp = await client.get("/v1/kiosk/store-1/products?q=sku-4001", headers=headers)
+    assert (await resp.json())["results"] == []
+
+
 async def test_search_coupon_and_end(client: Client) -> None:
     headers = bearer(TOKEN)
     resp = await client.post("/v1/kiosk/store-1/identify", json={"card": "1"}, headers=headers)

@@ -62,11 +62,12 @@ async def test_the_product_with_its_stock_per_location(client: Client, config: C
     resp = await client.get("/v1/products/SKU-1001", headers=admin(client))
     assert resp.status == 200
     body = await resp.json()
-    assert (body["sku"], body["name"], body["price"], body["currency"]) == (
+    assert (body["sku"], body["name"], body["price"], body["currency"], body["active"]) == (
         "SKU-1001",
         "Trail Running Shoes",
         89.9,
         "EUR",
+        True,
     )
     assert {loc: s["quantity"] for loc, s in body["stock"].items()} == {
         "store-1": 5.0,

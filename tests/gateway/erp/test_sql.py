@@ -241,6 +241,19 @@ async def catalogue(erp: ErpDatabase) -> None:
     )  # fmt: skip
 
 
+async def test_an_active_column_marks_discontinued_products(erp: ErpDatabase) -> None:
+    await catalogue(erp)
+    await erp.execute(
+        "ALTER TABLE product ADD COLUMN active BOOLEAN NOT NULL DEFAULT TRUE",
+        "UPDATE product SET active = FALSE WHERE code = 'SKU-2'",
+    )
+    query = QUERIES["products"].replace(", cost, ", ", cost, active, ")
+    products = rows_of(
+        await read_all(erp.connector(**{**QUERIES, "products": query}), "products", None)
+    )
+    assert sorted((p.sku, p.active) for p in products) == [("SKU-1", True), ("SKU-2", False)]
+
+
 async def read_all(connector: SqlConnector, entity: Entity, cursor: str | None) -> list[Page[Any]]:
     return [page async for page in connector.read(entity, cursor)]
 

@@ -136,6 +136,28 @@ async def test_a_drop_updates_price_and_stock_and_says_what_changed(
     assert (drop / "done" / "stock-0412.csv").exists()
 
 
+async def test_a_discontinued_product_is_never_in_stock_until_sold_again(
+    syncer: ErpSync, warehouse: Warehouse, drop: Path
+) -> None:
+    await syncer.run_due()
+    redis, keys = syncer.redis, syncer.keys
+    assert await stock.in_stock(redis, keys, "SKU-1001", "store-1")
+    header = "sku,name,price,currency,active\n"
+    drop_file(drop, "products-0501.csv", f"{header}SKU-1001,Trail Running Shoes,89.90,EUR,0\n")
+    assert (await syncer.sync("products")).rows == 1
+    row = await one(warehouse, "SELECT active FROM dim_product WHERE sku = $1", "SKU-1001")
+    assert row == {"active": False}
+    assert not await stock.in_stock(redis, keys, "SKU-1001", "store-1")  # 5 on hand: not sold
+    assert await stock.stock_levels(redis, keys, "SKU-1001") != {}  # the levels are kept
+    assert await stock.in_stock(redis, keys, "SKU-1002", "web")  # the others are untouched
+
+    drop_file(drop, "products-0502.csv", f"{header}SKU-1001,Trail Running Shoes,89.90,EUR,\n")
+    assert (await syncer.sync("products")).rows == 1  # no value: active again
+    row = await one(warehouse, "SELECT active FROM dim_product WHERE sku = $1", "SKU-1001")
+    assert row == {"active": True}
+    assert await stock.in_stock(redis, keys, "SKU-1001", "store-1")
+
+
 async def test_a_malformed_file_fails_alone(syncer: ErpSync, drop: Path) -> None:
     await syncer.run_due()
     drop_file(drop, "stock-bad.csv", "sku;location;quantity\nSKU-1001;web;1\n")

@@ -240,6 +240,26 @@ async def test_increments_carry_what_changed_in_tryton(
     assert (await rows(connector, "customers", cursors["customers"]))[0] == []
 
 
+async def test_deactivated_products_come_as_discontinued(
+    tryton: TrytonServer, connect: Callable[..., TrytonConnector]
+) -> None:
+    connector = connect()
+    _, cursor = await rows(connector, "products")
+    tryton.run(
+        """
+Template = pool.get("product.template")
+Template.write(Template.search([("code", "=", "SKU-004")]), {"active": False})
+Product = pool.get("product.product")
+Product.write(Product.search([("code", "=", "SKU-005")]), {"active": False})
+"""
+    )
+    changed, _ = await rows(connector, "products", cursor)
+    assert sorted((p.sku, p.active) for p in changed) == [("SKU-004", False), ("SKU-005", False)]
+    everything, _ = await rows(connect(), "products")  # a full read has them too
+    assert len(everything) == 50
+    assert {p.sku for p in everything if not p.active} == {"SKU-004", "SKU-005"}
+
+
 async def test_a_page_never_confirmed_is_read_again(
     tryton: TrytonServer, connect: Callable[..., TrytonConnector]
 ) -> None:

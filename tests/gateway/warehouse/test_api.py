@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import cli
 from gateway.config import Config
-from gateway.warehouse import open_warehouse
+from gateway.warehouse import migrations, open_warehouse
 from gateway.web.app import create_app
 from gateway.web.state import ADMIN_TOKEN, WAREHOUSE
 from tests.gateway.warehouse import data
@@ -121,7 +121,8 @@ async def test_cli_migrate_and_olap(config: Config, capsys: pytest.CaptureFixtur
         return cli.main([*args, "--config", config.source])
 
     assert await asyncio.to_thread(touchpoint, "warehouse", "migrate") == 0
-    assert capsys.readouterr().out == "applied migrations 1, 2\n"
+    applied = ", ".join(str(m.version) for m in migrations.MIGRATIONS)
+    assert capsys.readouterr().out == f"applied migrations {applied}\n"
     assert await asyncio.to_thread(touchpoint, "warehouse", "migrate") == 0
     assert capsys.readouterr().out == "up to date\n"
 

@@ -43,6 +43,21 @@ async def test_migrations_apply_once(open_engine: OpenWarehouse) -> None:
     assert [r["version"] for r in rows] == list(range(1, LATEST + 1))
 
 
+async def test_an_upgrade_keeps_the_products_and_marks_them_sold(
+    open_engine: OpenWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = await open_engine()
+    with monkeypatch.context() as patch:  # a warehouse made before version 3
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+        assert await warehouse.migrate() == [1, 2]
+    await warehouse.upsert("dim_product", [{"sku": "A", "name": "Boot", "price": 50.0}])
+    assert await warehouse.migrate() == list(range(3, LATEST + 1))
+    assert await warehouse.fetch("SELECT sku, active FROM dim_product") == [
+        {"sku": "A", "active": True}
+    ]
+    await warehouse.close()
+
+
 async def test_a_failing_migration_leaves_nothing_behind(
     open_engine: OpenWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
