@@ -44,8 +44,8 @@ SALE_STATES: Final = {"confirmed": "done", "processing": "done", "done": "done",
                       "cancelled": "cancelled"}  # fmt: skip
 STAMPS: Final = ("write_date", "create_date")
 PRODUCT_FIELDS: Final = ("code", "name", "list_price_used", "cost_price", "categories.name",
-                         "active", "template.active", "template.write_date",
-                         *STAMPS)  # fmt: skip
+                         "categories.write_date", "active", "template.active",
+                         "template.write_date", *STAMPS)  # fmt: skip
 PARTY_FIELDS: Final = ("code", "name", "email", "phone", "contact_mechanisms.write_date",
                        "contact_mechanisms.create_date", *STAMPS)  # fmt: skip
 SALE_FIELDS: Final = ("number", "state", "sale_date", "party.code", "warehouse.code",
@@ -399,7 +399,9 @@ class TrytonConnector:
         currency = code_of((await self.company()).get("currency"))
         domain: list[Any] = [["code", "!=", None]]
         if after is not None:
-            domain.append(since(after, [*STAMPS, "template.write_date"]))
+            # a template's price and a category's name do not move the product's own dates
+            stamps = [*STAMPS, "template.write_date", "categories.write_date"]
+            domain.append(since(after, stamps))
         # deactivated products too (active_test off): they come as discontinued
         async for batch in self._records("product.product", domain, PRODUCT_FIELDS, seen,
                                          lambda r: product_values(r, currency),

@@ -260,6 +260,24 @@ Product.write(Product.search([("code", "=", "SKU-005")]), {"active": False})
     assert {p.sku for p in everything if not p.active} == {"SKU-004", "SKU-005"}
 
 
+async def test_a_renamed_category_reaches_its_products(
+    tryton: TrytonServer, connect: Callable[..., TrytonConnector]
+) -> None:
+    connector = connect(overlap=0.0)  # only what a date says changed, nothing re-read
+    everything, cursor = await rows(connector, "products")
+    bags = sorted(p.sku for p in everything if p.category == "Bags")
+    tryton.set_list_price("SKU-003", "50")  # the cursor moves past every Bags product's dates
+    _, cursor = await rows(connector, "products", cursor)
+    # Renamed through the server, as its users do: a name is translatable, and the server
+    # would keep its cached one for minutes after a write from another process.
+    rpc: Any = connector.transport
+    (bag,) = await rpc.search_read("product.category", [["name", "=", "Bags"]], ["id"], {}, 1)
+    await rpc.call("model.product.category.write", [[bag["id"]], {"name": "Bags & Packs"}, {}])
+    changed, _ = await rows(connector, "products", cursor)
+    assert sorted(p.sku for p in changed) == bags
+    assert {p.category for p in changed} == {"Bags & Packs"}
+
+
 async def test_a_page_never_confirmed_is_read_again(
     tryton: TrytonServer, connect: Callable[..., TrytonConnector]
 ) -> None:
