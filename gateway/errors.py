@@ -79,6 +79,11 @@ class WarehouseError(TouchpointError):
     """The warehouse (DuckDB file or PostgreSQL server) failed; the message says which and why."""
 
 
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse server is unreachable, restarting or out of connections: nothing is wrong
+    with what was asked, so the caller may retry later (agents wait, HTTP says 503)."""
+
+
 class OlapError(TouchpointError):
     """A cube query is invalid; ``field`` is the parameter at fault (``measures``, ``dims``...)."""
 

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.bus import Bus, Entry
-from gateway.errors import BusUnavailable
+from gateway.errors import BusUnavailable, WarehouseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,14 @@ Handler = Callable[[Sequence[Entry]], Awaitable[None]]
 
 #: Handler errors that say a service is away, not that the entries are bad: the batch is kept
 #: whole and retried after a backoff, without counting towards dead-lettering.
-TRANSIENT = (BusUnavailable, RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+TRANSIENT = (
+    BusUnavailable,
+    WarehouseUnavailable,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 @runtime_checkable

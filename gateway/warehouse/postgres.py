@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from gateway.errors import WarehouseError
+from gateway.errors import WarehouseError, WarehouseUnavailable
 from gateway.warehouse import migrations
 from gateway.warehouse.base import (
     COLUMNS_SQL,
@@ -39,6 +39,14 @@ T = TypeVar("T")
 _LOCK = "SELECT pg_advisory_lock(hashtext('touchpoint.warehouse.' || current_schema()))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtext('touchpoint.warehouse.' || current_schema()))"
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: Failures that say the server is away, not that the statement is wrong: worth waiting for.
+_AWAY = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # class 08, a connection lost midway among them
+    asyncpg.exceptions.OperatorInterventionError,  # 57: shutting down, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
+)
 
 
 class PostgresWarehouse:
@@ -123,6 +131,8 @@ class PostgresWarehouse:
             raise WarehouseError(f"{self.where}: warehouse is closed")
         try:
             return await job()
+        except _AWAY as exc:
+            raise WarehouseUnavailable(f"{self.where}: {_reason(exc)}") from exc
         except _FAILURES as exc:
             raise WarehouseError(f"{self.where}: {_reason(exc)}") from exc
 
