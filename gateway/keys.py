@@ -79,6 +79,10 @@ class Keys:
         """Hash location → quantity on hand of one SKU, as last synced from the ERP."""
         return f"{self.prefix}:{{erp}}:stock:{sku}"
 
+    def erp_product_ids(self) -> str:
+        """Hash ERP product id → the SKU it had at the last sync (to see SKUs renamed)."""
+        return f"{self.prefix}:{{erp}}:product-ids"
+
     def erp_inactive(self) -> str:
         """Set of the SKUs the ERP deactivated (discontinued): never in stock for offers."""
         return f"{self.prefix}:{{erp}}:inactive"

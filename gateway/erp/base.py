@@ -39,6 +39,9 @@ class Product(msgspec.Struct, frozen=True):
     cost: float | None = None
     #: False once the ERP deactivated it (discontinued): never offered, whatever its stock.
     active: bool = True
+    #: The ERP's own id for it, when it has one besides the SKU (Tryton's record id): a SKU
+    #: changed in the ERP is then seen as the same product renamed.
+    erp_id: str | None = None
 
 
 class StockLevel(msgspec.Struct, frozen=True):

@@ -30,9 +30,8 @@ async def in_stock(redis: aioredis.Redis, keys: Keys, sku: str, location: str) -
     return value is not None and float(value) > 0 and not inactive
 
 
-async def record_active(redis: aioredis.Redis, keys: Keys, products: Sequence[Product]) -> None:
-    """Keep the set of the SKUs the ERP deactivated (the last word per SKU wins)."""
-    active = {p.sku: p.active for p in products}
+async def record_active(redis: aioredis.Redis, keys: Keys, active: Mapping[str, bool]) -> None:
+    """Keep the set of the SKUs the ERP deactivated."""
     off = [sku for sku, on in active.items() if not on]
     on = [sku for sku, on in active.items() if on]
     async with redis.pipeline(transaction=True) as pipe:
@@ -41,6 +40,31 @@ async def record_active(redis: aioredis.Redis, keys: Keys, products: Sequence[Pr
         if on:
             pipe.srem(keys.erp_inactive(), *on)
         await pipe.execute()
+
+
+async def record_renames(
+    redis: aioredis.Redis, keys: Keys, products: Sequence[Product]
+) -> list[tuple[str, str]]:
+    """Note the SKU each ERP id has now, and return the (old, new) SKUs of the products the ERP
+    renamed; the stock cache carries an old SKU's levels over to the new one unless it has
+    levels of its own (the goods did not move)."""
+    named = {p.erp_id: p.sku for p in products if p.erp_id}
+    if not named:
+        return []
+    before = await redis.hmget(keys.erp_product_ids(), list(named))
+    renames = [
+        (text(old), sku)
+        for sku, old in zip(named.values(), before, strict=True)
+        if old is not None and text(old) != sku
+    ]
+    await redis.register_script(_RENAME)(
+        keys=[
+            keys.erp_product_ids(),
+            *(keys.erp_stock(sku) for pair in renames for sku in pair),
+        ],
+        args=[x for pair in named.items() for x in pair],
+    )
+    return renames
 
 
 async def stock_levels(redis: aioredis.Redis, keys: Keys, sku: str) -> dict[str, float]:
@@ -178,6 +202,17 @@ for i = 2, #KEYS do redis.call('HSET', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i]) en
 if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
 else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return #KEYS - 1"""
+#: KEYS[1] ERP id → SKU, then the old and the new stock hash per rename; ARGV ERP id and SKU
+#: per product. The new SKU gets the old one's levels when it has none.
+_RENAME = """
+for i = 2, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    local levels = redis.call('HGETALL', KEYS[i])
+    if #levels > 0 then redis.call('HSET', KEYS[i + 1], unpack(levels)) end
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1"""
 #: KEYS one stock hash per level, ARGV its location: the quantities (false: none cached).
 _READ_LEVELS = """
 local out = {}

@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 #: Entities the agent keeps in sync, in the order a full sync takes them.
 SYNCED: Final[tuple[Entity, ...]] = ENTITIES
 STOCK_CHANGED: Final = "Stock Changed"
+#: A renamed product's stock rows, copied to its new SKU ($1) from the old one ($2).
+CARRY_STOCK_SQL: Final = """
+INSERT INTO product_stock (sku, location, quantity, confirmed_at)
+SELECT $1, location, quantity, confirmed_at FROM product_stock WHERE sku = $2
+ON CONFLICT DO NOTHING"""
 #: Called after each page with the rows it held and the read's expected total (if known).
 Progress = Callable[[int, int | None], None]
 
@@ -277,9 +282,7 @@ class ErpSync:
         if not rows:
             return 0
         if entity == "products":
-            loaded = await self.warehouse.upsert("dim_product", [product_row(p, now) for p in rows])
-            await stock.record_active(self.redis, self.keys, rows)
-            return loaded
+            return await self._products(rows, now)
         if entity == "stores":
             return await self.warehouse.upsert("dim_store", [store_row(s) for s in rows])
         if entity == "customers":
@@ -288,6 +291,20 @@ class ErpSync:
             await self.bus.publish(EVENTS, events)
             return len(events)
         raise ValueError(f"entity {entity!r} is not synced")
+
+    async def _products(self, products: list[Product], now: datetime) -> int:
+        """``dim_product``, and what the cache says is sold. A SKU the ERP renamed leaves its
+        old SKU discontinued, and its stock goes to the new one."""
+        loaded = await self.warehouse.upsert("dim_product", [product_row(p, now) for p in products])
+        active = {p.sku: p.active for p in products}
+        for old, new in await stock.record_renames(self.redis, self.keys, products):
+            await self.warehouse.upsert(
+                "dim_product", [{"sku": old, "active": False, "updated_at": now}]
+            )
+            await self.warehouse.execute(CARRY_STOCK_SQL, [new, old])
+            active.setdefault(old, False)
+        await stock.record_active(self.redis, self.keys, active)
+        return loaded
 
     async def _stock(
         self, page: Page[StockLevel], now: datetime, baseline: bool

@@ -135,6 +135,7 @@ def product_values(record: Record, currency: Any) -> dict[str, Any]:
             "price": number(record.get("list_price_used")),
             "cost": number(record.get("cost_price")),
             "category": categories[0].get("name"), "currency": currency,
+            "erp_id": str(record["id"]),
             # a variant is active only while its template is too (SQLite says 1 and 0)
             "active": flag(record.get("active"))
                       and flag((record.get("template") or {}).get("active"))}  # fmt: skip

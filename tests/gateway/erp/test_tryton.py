@@ -140,8 +140,10 @@ async def test_a_full_read_gives_the_populated_data(
 
     products, _ = await rows(connector, "products")
     assert len(products) == 50
-    assert products[0] == Product("SKU-001", "Product 001", 11.01, "USD", "Bags", 6.0)
-    assert products[49] == Product("SKU-050", "Product 050", 60.5, "USD", "Accessories", 55.0)
+    assert products[0] == Product("SKU-001", "Product 001", 11.01, "USD", "Bags", 6.0, erp_id="1")
+    assert products[49] == Product(
+        "SKU-050", "Product 050", 60.5, "USD", "Accessories", 55.0, erp_id="50"
+    )
 
     levels = by_sku((await rows(connector, "stock"))[0])
     assert len(levels) == 100  # every product in each warehouse, one request per warehouse
@@ -461,6 +463,40 @@ async def test_changes_in_tryton_reach_the_gateway_on_the_next_poll(
     newest = [e for e in await erp_events(syncer) if e.type == "identify"][-1]
     assert newest.traits == {"erpPartyId": "CUST-100", "email": "new@example.com",
                              "name": "New Customer"}  # fmt: skip
+
+
+async def test_a_sku_renamed_in_tryton_discontinues_the_old_one_and_keeps_the_stock(
+    tryton: TrytonServer, sync_to: Callable[..., ErpSync], warehouse: Warehouse
+) -> None:
+    syncer = sync_to()
+    await syncer.run_due()
+    redis, keys = syncer.redis, syncer.keys
+    levels = await stock.stock_levels(redis, keys, "SKU-007")
+    assert levels and any(q > 0 for q in levels.values())
+    tryton.run(
+        """
+Template = pool.get("product.template")
+Template.write(Template.search([("code", "=", "SKU-007")]), {"code": "SKU-007-B"})
+"""
+    )
+    result = await syncer.sync("products")
+    assert (result.rows, result.error) == (1, None)
+    rows = await warehouse.fetch(
+        "SELECT sku, name, active FROM dim_product WHERE sku LIKE 'SKU-007%' ORDER BY sku"
+    )
+    assert rows == [
+        {"sku": "SKU-007", "name": "Product 007", "active": False},
+        {"sku": "SKU-007-B", "name": "Product 007", "active": True},
+    ]
+    assert await stock.stock_levels(redis, keys, "SKU-007-B") == levels  # the goods stayed
+    where = next(location for location, quantity in levels.items() if quantity > 0)
+    assert await stock.in_stock(redis, keys, "SKU-007-B", where)
+    assert not await stock.in_stock(redis, keys, "SKU-007", where)
+    carried = await warehouse.fetch(
+        "SELECT location, quantity FROM product_stock WHERE sku = $1 ORDER BY location",
+        ["SKU-007-B"],
+    )
+    assert {r["location"]: r["quantity"] for r in carried} == levels
 
 
 async def test_tryton_stopped_mid_sync_leaves_stock_stale_until_it_is_back(
