@@ -42,21 +42,33 @@ async def record_active(redis: aioredis.Redis, keys: Keys, active: Mapping[str, 
         await pipe.execute()
 
 
-async def record_renames(
+async def renamed(
     redis: aioredis.Redis, keys: Keys, products: Sequence[Product]
 ) -> list[tuple[str, str]]:
-    """Note the SKU each ERP id has now, and return the (old, new) SKUs of the products the ERP
-    renamed; the stock cache carries an old SKU's levels over to the new one unless it has
-    levels of its own (the goods did not move)."""
+    """The (old, new) SKUs of the products the ERP renamed since their ids were last noted."""
     named = {p.erp_id: p.sku for p in products if p.erp_id}
     if not named:
         return []
     before = await redis.hmget(keys.erp_product_ids(), list(named))
-    renames = [
+    return [
         (text(old), sku)
         for sku, old in zip(named.values(), before, strict=True)
         if old is not None and text(old) != sku
     ]
+
+
+async def record_names(
+    redis: aioredis.Redis,
+    keys: Keys,
+    products: Sequence[Product],
+    renames: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Note the SKU each ERP id has now (last, once the rest of a rename is done, so a crash
+    before it finds the rename again); the stock cache carries an old SKU's levels over to the
+    new one unless it has levels of its own (the goods did not move). One script."""
+    named = {p.erp_id: p.sku for p in products if p.erp_id}
+    if not named:
+        return
     await redis.register_script(_RENAME)(
         keys=[
             keys.erp_product_ids(),
@@ -64,7 +76,6 @@ async def record_renames(
         ],
         args=[x for pair in named.items() for x in pair],
     )
-    return renames
 
 
 async def stock_levels(redis: aioredis.Redis, keys: Keys, sku: str) -> dict[str, float]:

@@ -296,14 +296,15 @@ class ErpSync:
         """``dim_product``, and what the cache says is sold. A SKU the ERP renamed leaves its
         old SKU discontinued, and its stock goes to the new one."""
         loaded = await self.warehouse.upsert("dim_product", [product_row(p, now) for p in products])
-        active = {p.sku: p.active for p in products}
-        for old, new in await stock.record_renames(self.redis, self.keys, products):
-            await self.warehouse.upsert(
-                "dim_product", [{"sku": old, "active": False, "updated_at": now}]
-            )
-            await self.warehouse.execute(CARRY_STOCK_SQL, [new, old])
-            active.setdefault(old, False)
+        renames = await stock.renamed(self.redis, self.keys, products)
+        if renames:
+            gone = [{"sku": old, "active": False, "updated_at": now} for old, _ in renames]
+            await self.warehouse.upsert("dim_product", gone)
+            for old, new in renames:
+                await self.warehouse.execute(CARRY_STOCK_SQL, [new, old])
+        active = {old: False for old, _ in renames} | {p.sku: p.active for p in products}
         await stock.record_active(self.redis, self.keys, active)
+        await stock.record_names(self.redis, self.keys, products, renames)
         return loaded
 
     async def _stock(
