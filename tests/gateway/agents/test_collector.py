@@ -3,18 +3,25 @@ ones, and nothing is marked seen until the batch is through, so its retry counts
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from gateway import keys as K
 from gateway.agents import AGENTS, AgentContext, collector
 from gateway.agents.collector import Collector, parts
-from gateway.bus import Entry
+from gateway.agents.runtime import Agent
+from gateway.bus import Bus, Entry
+from gateway.config import Config
 from gateway.datamart import profiles
 from gateway.events import Event, pack
+from gateway.keys import Keys
 from gateway.warehouse import Warehouse, open_warehouse
-from tests.gateway.agents.chain import Chain, ev
+from tests.gateway.agents.chain import COLLECTOR, FAST, Chain, ev
+from tests.helpers import eventually
 
 
 def test_parts_are_cut_between_entries() -> None:
@@ -69,3 +76,48 @@ async def test_a_failing_part_stops_the_later_ones_and_the_retry_counts_once(
 
 async def fact_events(warehouse: Warehouse) -> int:
     return int((await warehouse.fetch("SELECT count(*) AS n FROM fact_event"))[0]["n"])
+
+
+async def test_two_members_share_the_group_and_count_each_event_once(
+    make_config: Callable[..., Config], redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """Two collector members (two processes, or two machines with PostgreSQL) take batches of
+    one group at the same time; a client's retry lands in another batch than the original."""
+    config = make_config("", prefix, "[bus]\nbatch = 3\nblock = 0.02", COLLECTOR)
+    chain = Chain(config, redis_client, Bus(redis_client, Keys(prefix), config.bus))
+    visitors, each = 12, 15
+    events = [
+        ev(f"v{v}-{n}", n, anonymous_id=f"v{v}") for n in range(each) for v in range(visitors)
+    ]
+    entries = [events[i : i + 9] for i in range(0, len(events), 9)]
+    retries = [entries[i][:2] for i in range(0, len(entries), 4)]  # sent again, later
+    await chain.publish(*entries[:10], *retries[:2], *entries[10:], *retries[2:])
+    warehouse = await open_warehouse(config)
+    await warehouse.migrate()
+    ctx = AgentContext(config, redis_client, chain.keys, chain.bus, warehouse)
+    members = [
+        Agent("collector", AGENTS["collector"].make(ctx), chain.bus, stream=K.EVENTS, backoff=FAST)
+        for _ in range(2)
+    ]
+    tasks = [asyncio.create_task(member.run()) for member in members]
+    try:
+        await eventually(lambda: chain.drained(K.EVENTS, "collector"), within=30)
+        assert all(member.stats.entries > 0 for member in members)  # both took batches
+        (row,) = await warehouse.fetch(
+            "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM fact_event"
+        )
+        assert (row["n"], row["d"]) == (len(events), len(events))
+        for v in range(visitors):
+            customer = await profiles.find_customer(
+                redis_client, chain.keys, "demo", "anonymous_id", f"v{v}"
+            )
+            assert customer
+            profile = await profiles.get_profile(redis_client, chain.keys, customer)
+            assert profile is not None
+            counters = profile.counters
+            assert (counters.events, counters.page_views, counters.visits) == (each, each, 1)
+    finally:
+        for member in members:
+            member.stop()
+        await asyncio.gather(*tasks)
+        await warehouse.close()
