@@ -58,6 +58,11 @@ class Keys:
         """A nonce a till used (replay protection); single-key commands only, no hash tag."""
         return f"{self.prefix}:pos:nonce:{terminal}:{nonce}"
 
+    def coupon(self, code: str) -> str:
+        """Hash of a coupon a kiosk issued: where, its discount, the order that redeemed it
+        (expires ``pos.coupon_valid`` after it was issued)."""
+        return f"{self.prefix}:coupon:{code}"
+
     def kiosk_session(self, session: str) -> str:
         """Hash of an open kiosk session: its store, kiosk and customer id (expires by itself)."""
         return f"{self.prefix}:kiosk:session:{session}"

@@ -29,6 +29,7 @@ import jinja2
 import msgspec
 from aiohttp import web
 
+from channels.pos import coupons
 from gateway import keys as K
 from gateway.config import Config
 from gateway.datamart.lua import text
@@ -348,6 +349,11 @@ async def coupon(request: web.Request) -> web.Response:
         if body.send_by not in _send_by(profile):
             raise web.HTTPBadRequest(reason=f"send_by: no {body.send_by} known for this customer")
     code = "K" + secrets.token_hex(4).upper()
+    await coupons.issue(
+        redis, keys, code, app[CONFIG].pos.coupon_valid,
+        store=kiosk.store, kiosk=kiosk.kiosk, session=body.session,
+        discount_percent=COUPON_DISCOUNT,
+    )  # fmt: skip
     properties = {"coupon": code, "discount_percent": COUPON_DISCOUNT, "send_by": body.send_by}
     await _publish(request, kiosk_event(kiosk, body.session, "Coupon Issued", properties))
     return web.json_response(

@@ -17,6 +17,7 @@ from typing import Any, Final
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from channels.pos import coupons
 from channels.pos.signing import Refused, Till, tills, verify
 from channels.pos.transactions import Transaction, decode, to_event
 from gateway import keys as K
@@ -38,6 +39,7 @@ def setup(app: web.Application) -> None:
     app.on_startup.append(_start)
     app.router.add_post("/v1/pos/transactions", transaction)
     app.router.add_post("/v1/pos/batch", batch)
+    app.router.add_get("/v1/pos/coupons/{code}", coupon)
 
 
 async def _start(app: web.Application) -> None:
@@ -90,17 +92,48 @@ async def transaction(request: web.Request) -> web.Response:
     till = await authenticate(request, body)
     txn = decode(body)
     event = event_of(txn, till, config, app[EMAIL_KEY], datetime.now(UTC))
+    redeemed = await _redeem(request, [txn])
     published = await app[PUBLISHER].publish(K.EVENTS, [event], dedup=config.web.dedup_window)
     _count(request, published.events)
-    return web.json_response(
-        {
-            "success": True,
-            "event_id": event.event_id,
-            "order_id": txn.order_id,
-            "kind": txn.kind,
-            "duplicate": published.duplicates > 0,
+    answer: dict[str, Any] = {
+        "success": True,
+        "event_id": event.event_id,
+        "order_id": txn.order_id,
+        "kind": txn.kind,
+        "duplicate": published.duplicates > 0,
+    }
+    if txn.coupons:
+        answer["coupons"] = redeemed[txn.order_id]
+    return web.json_response(answer)
+
+
+async def coupon(request: web.Request) -> web.Response:
+    """``GET /v1/pos/coupons/{code}`` (signed like a transaction): may the till take it?"""
+    await authenticate(request, b"")
+    app = request.app
+    keys = K.Keys(app[CONFIG].redis.prefix)
+    code = request.match_info["code"]
+    found = await coupons.look_up(app[REDIS], keys, code)
+    if found is None:
+        raise web.HTTPNotFound(reason=f"no coupon {code[:40]!r} (or it expired)")
+    return web.json_response(found)
+
+
+async def _redeem(
+    request: web.Request, txns: list[Transaction]
+) -> dict[str, dict[str, coupons.Outcome]]:
+    """Per order, the outcome of each coupon it redeems (before its event is published, so a
+    till's retry after a failure here redeems again, as the same order)."""
+    app = request.app
+    keys = K.Keys(app[CONFIG].redis.prefix)
+    try:
+        return {
+            t.order_id: await coupons.redeem(app[REDIS], keys, t.coupons, t.order_id, t.store)
+            for t in txns
+            if t.coupons
         }
-    )
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise BusUnavailable(f"coupons: {exc}") from exc
 
 
 async def batch(request: web.Request) -> web.Response:
@@ -111,6 +144,7 @@ async def batch(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     key = app[EMAIL_KEY]
     events: list[Event] = []
+    accepted: list[Transaction] = []
     rejected: list[dict[str, Any]] = []
     lines = body.split(b"\n")
     if len(lines) > MAX_BATCH_LINES + 1:
@@ -119,7 +153,9 @@ async def batch(request: web.Request) -> web.Response:
         if not line.strip():
             continue
         try:
-            events.append(event_of(decode(line), till, config, key, now))
+            txn = decode(line)
+            events.append(event_of(txn, till, config, key, now))
+            accepted.append(txn)
         except EventError as exc:
             rejected.append({"line": number, "error": exc.reason, "field": exc.field})
     app[COUNTERS].rejected += len(rejected)
@@ -127,16 +163,18 @@ async def batch(request: web.Request) -> web.Response:
         return web.json_response(
             {"success": False, "error": "no valid transactions", "rejected": rejected}, status=400
         )
+    redeemed = await _redeem(request, accepted)
     published = await app[PUBLISHER].publish(K.EVENTS, events, dedup=config.web.dedup_window)
     _count(request, published.events)
-    return web.json_response(
-        {
-            "success": True,
-            "accepted": published.events,
-            "duplicates": published.duplicates,
-            "rejected": rejected,
-        }
-    )
+    answer: dict[str, Any] = {
+        "success": True,
+        "accepted": published.events,
+        "duplicates": published.duplicates,
+        "rejected": rejected,
+    }
+    if redeemed:
+        answer["coupons"] = redeemed
+    return web.json_response(answer)
 
 
 def _count(request: web.Request, events: int) -> None:

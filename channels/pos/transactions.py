@@ -78,6 +78,8 @@ class Transaction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
     #: A return's or a void's original sale receipt.
     original_receipt: Code | None = None
+    #: Kiosk coupons the sale redeems (each goes to one order only).
+    coupons: Annotated[list[Code], msgspec.Meta(max_length=10)] = []
 
     @property
     def order_id(self) -> str:
@@ -104,6 +106,8 @@ def check(txn: Transaction) -> None:
     for i, line in enumerate(txn.lines):
         if line.sku is None and line.product_id is None:
             raise EventError("sku or product_id is required", f"lines[{i}].sku")
+    if txn.coupons and txn.kind != "sale":
+        raise EventError(f"a {txn.kind} redeems no coupon", "coupons")
 
 
 def field_error(exc: msgspec.MsgspecError) -> EventError:
@@ -167,6 +171,8 @@ def to_event(
         properties["subtotal"] = sign * txn.subtotal
     if txn.tax is not None:
         properties["tax"] = sign * txn.tax
+    if txn.coupons:
+        properties["coupons"] = list(dict.fromkeys(txn.coupons))
     if txn.original_receipt is not None:
         properties["original_order_id"] = f"{txn.store}:{txn.terminal}:{txn.original_receipt}"
     traits: dict[str, object] = {}

@@ -173,6 +173,8 @@ class PosConfig:
     kiosk_idle: Seconds = 60.0
     #: Products a kiosk shows as offers to a customer.
     kiosk_offers: Positive = 6
+    #: Seconds a kiosk's coupon can be redeemed at a till after it was issued (30 days).
+    coupon_valid: Seconds = 2_592_000.0
 
 
 @dataclass(frozen=True)

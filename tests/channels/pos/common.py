@@ -52,6 +52,7 @@ def signed(
     body: bytes,
     path: str = "/v1/pos/transactions",
     *,
+    method: str = "POST",
     key: str = KEY,
     terminal: str = "till-1",
     timestamp: int | None = None,
@@ -63,6 +64,6 @@ def signed(
         "X-Touchpoint-Terminal": terminal,
         "X-Touchpoint-Timestamp": ts,
         "X-Touchpoint-Nonce": nonce,
-        "X-Touchpoint-Signature": sign(key.encode(), "POST", path, ts, nonce, body),
+        "X-Touchpoint-Signature": sign(key.encode(), method, path, ts, nonce, body),
         "Content-Type": "application/json",
     }
