@@ -136,6 +136,8 @@ class EmbeddedRedis:
             # so cancel again until the task is gone, and the loop also checks _stopping.
             task.cancel()
             await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and (failure := task.exception()):
+            log.error("embedded redis: supervision had failed: %r", failure)
         proc, self._proc = self._proc, None
         if proc and proc.returncode is None:
             proc.terminate()  # SIGTERM: redis-server fsyncs its append-only file and exits
