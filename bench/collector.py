@@ -28,6 +28,10 @@ fire at a random point of the run.
 **Per agent** (``--per-agent``): filter, sessions, identity and profile each alone on ~84,000
 events (``--visitors`` 10,000 visits of ~10 events, 20 per entry), until its group is drained.
 
+**Steps** (``--steps``): the end-to-end traffic through the collector agent's steps one after
+the other, ``bus.batch`` entries at a time, no bus and no pipelining: per step, wall time (its
+waits on Redis included) and this thread's CPU time, per event.
+
 Redis: the service at ``TOUCHPOINT_TEST_REDIS_URL`` (default the loopback Redis); keys under a
 random ``bench-<hex>`` prefix per run, deleted afterwards.
 
@@ -36,6 +40,7 @@ Run from the project root::
     .venv/bin/python bench/collector.py                        # end to end, DuckDB + PostgreSQL
     .venv/bin/python bench/collector.py --engines duckdb --events 50000
     .venv/bin/python bench/collector.py --per-agent            # each collector agent alone
+    .venv/bin/python bench/collector.py --steps                # its steps one after the other
 """
 
 from __future__ import annotations
@@ -62,11 +67,16 @@ from serving import delete_keys
 from gateway import config as configuration
 from gateway import keys as K
 from gateway.agents import AGENTS, AgentContext
+from gateway.agents.facts import fact_records
+from gateway.agents.filter import Filter
+from gateway.agents.identity import Identity
 from gateway.agents.pool import AgentPool, build
+from gateway.agents.profile import Profiles
 from gateway.agents.runtime import Agent
+from gateway.agents.sessions import Sessions
 from gateway.bus import Bus, Entry
 from gateway.cli import new_loop, tune_gc
-from gateway.events import Event
+from gateway.events import Event, pack, unpack
 from gateway.keys import Keys
 from gateway.redis import connect
 from gateway.warehouse import Warehouse, open_warehouse
@@ -597,9 +607,69 @@ async def per_agent(visitors: int, per_entry: int) -> None:
         await client.aclose()
 
 
+# --- the collector's steps, one after the other ------------------------------------------------
+
+
+async def steps(total: int, visitors: int, per_entry: int) -> None:
+    """The end-to-end traffic through the collector's steps one after the other, a default
+    ``bus.batch`` of entries at a time (no pipelining, so each step's time is its own): per step,
+    wall time (its waits on Redis included) and CPU time of this thread, per event. ``facts``
+    builds the warehouse rows only (the load runs on the writer thread)."""
+    prefix = f"bench-{secrets.token_hex(4)}"
+    config = configuration.loads(f"{SITE_CONFIG}[collector]\ntick_interval = 3600.0\n", env={})
+    client = connect(URL, timeout=30.0)
+    bus = Bus(client, Keys(prefix), config.bus)
+    screen, sessions = Filter(bus, config), Sessions(bus, config)
+    identity, profiles = Identity(bus, config), Profiles(bus, config)
+    shop = shop_traffic(total, visitors, per_entry)
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    try:
+        for n in range(0, len(shop.entries), config.bus.batch):
+            raw = [pack(events) for events in shop.entries[n : n + config.bus.batch]]
+            clock = (time.perf_counter(), time.thread_time())
+
+            def lap(step: str) -> None:
+                nonlocal clock
+                now = (time.perf_counter(), time.thread_time())
+                wall[step] = wall.get(step, 0.0) + now[0] - clock[0]
+                cpu[step] = cpu.get(step, 0.0) + now[1] - clock[1]
+                clock = now
+
+            entries = [Entry(f"0-{i}", unpack(r), raw=r) for i, r in enumerate(raw)]
+            lap("decode")
+            screened = await screen.screen(entries)
+            lap("filter")
+            batches = await sessions.assign(screened.events)
+            lap("sessions")
+            batches = await identity.resolve(batches)
+            lap("identity")
+            events = [event for batch in batches for event in batch]
+            await profiles.update(events)
+            lap("profile")
+            fact_records(events)
+            lap("facts")
+            await screen.mark(screened)
+            lap("mark")
+    finally:
+        await delete_keys(client, prefix)
+        await client.aclose()
+    count = shop.published
+    print(f"{count:,} events from {visitors:,} visitors, {per_entry} per entry", file=sys.stderr)
+    print("| step | wall µs/event | CPU µs/event |\n|---|---:|---:|")
+    for step, seconds in wall.items():
+        print(f"| {step} | {seconds / count * 1e6:.1f} | {cpu[step] / count * 1e6:.1f} |")
+    print(
+        f"| all | {sum(wall.values()) / count * 1e6:.1f} | {sum(cpu.values()) / count * 1e6:.1f} |"
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-agent", action="store_true", help="each collector agent alone")
+    parser.add_argument(
+        "--steps", action="store_true", help="the collector's steps one after the other"
+    )
     parser.add_argument("--events", type=int, default=200_000, help="end to end: events sent")
     parser.add_argument("--visitors", type=int, help="default 5,000 (per agent: 10,000)")
     parser.add_argument("--per-entry", type=int, help="default 100 (per agent: 20)")
@@ -612,6 +682,10 @@ def main(argv: Sequence[str]) -> int:
     with asyncio.Runner(loop_factory=new_loop) as runner:
         if args.per_agent:
             runner.run(per_agent(args.visitors or 10_000, args.per_entry or 20))
+            return 0
+        if args.steps:
+            runner.run(steps(args.events, args.visitors or 5_000, args.per_entry or 100))
+            print(f"\nReproduce with:\n\n    {command(argv)}")
             return 0
         args.visitors, args.per_entry = args.visitors or 5_000, args.per_entry or 100
         results = runner.run(run_engines(args))
