@@ -3,7 +3,7 @@
 Every row is keyed by something the event fixes (its id; an order's id and line), so loading
 the same event twice adds nothing. Rows are made as tuples in a fixed column order
 (:class:`~gateway.warehouse.base.Records`), the shape a bulk load takes without looking each
-value up by name; :func:`facts` gives them as dicts for readers.
+value up by name (``Records.dicts()`` gives them as dicts).
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from gateway.events import Event
 from gateway.warehouse.base import Records
 
 Row = dict[str, Any]
-
-#: The fact tables one batch of events loads.
-FACT_TABLES: Final = ("fact_event", "fact_sale", "fact_message")
 
 #: Outcome events of messages (email, push) and the status each records.
 MESSAGE_STATUSES: Final = {
@@ -121,11 +118,6 @@ def event_record(event: Event) -> tuple[Any, ...]:
     )
 
 
-def event_row(event: Event) -> Row:
-    """One ``fact_event`` row."""
-    return dict(zip(EVENT_COLUMNS, event_record(event), strict=True))
-
-
 def sale_records(event: Event) -> list[tuple[Any, ...]]:
     """``fact_sale`` lines of an ``Order Completed`` / ``Order Refunded`` (e-commerce spec),
     in the order of :data:`SALE_COLUMNS`."""
@@ -171,11 +163,6 @@ def sale_records(event: Event) -> list[tuple[Any, ...]]:
     return rows
 
 
-def sale_rows(event: Event) -> list[Row]:
-    """``fact_sale`` lines of an ``Order Completed`` / ``Order Refunded`` (e-commerce spec)."""
-    return [dict(zip(SALE_COLUMNS, r, strict=True)) for r in sale_records(event)]
-
-
 def message_record(event: Event) -> tuple[Any, ...] | None:
     """A ``fact_message`` row for a message outcome event (order of :data:`MESSAGE_COLUMNS`)."""
     status = MESSAGE_STATUSES.get(event.name or "")
@@ -191,12 +178,6 @@ def message_record(event: Event) -> tuple[Any, ...] | None:
         status,
         event.event_id,
     )
-
-
-def message_row(event: Event) -> Row | None:
-    """A ``fact_message`` row for a message outcome event."""
-    record = message_record(event)
-    return None if record is None else dict(zip(MESSAGE_COLUMNS, record, strict=True))
 
 
 def fact_records(events: Iterable[Event]) -> list[Records]:
@@ -217,11 +198,3 @@ def fact_records(events: Iterable[Event]) -> list[Records]:
         Records("fact_message", MESSAGE_COLUMNS, messages),
     ]
     return [r for r in found if r.rows]
-
-
-def facts(events: Iterable[Event]) -> dict[str, list[Row]]:
-    """Rows per fact table for a batch of events, as dicts."""
-    out: dict[str, list[Row]] = {table: [] for table in FACT_TABLES}
-    for records in fact_records(events):
-        out[records.table] = records.dicts()
-    return out
