@@ -222,7 +222,9 @@ for i = 2, #KEYS, 2 do
     if #levels > 0 then redis.call('HSET', KEYS[i + 1], unpack(levels)) end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+for i = 1, #ARGV, 1000 do  -- unpack takes ~8,000 values at most
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 return 1"""
 #: KEYS one stock hash per level, ARGV its location: the quantities (false: none cached).
 _READ_LEVELS = """

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from gateway.erp import stock
-from gateway.erp.base import StockLevel
+from gateway.erp.base import Product, StockLevel
 from gateway.erp.sync import Change, ErpSync, latest_levels, retry_delay, stock_changes
-from gateway.keys import EVENTS
+from gateway.keys import EVENTS, Keys
 from gateway.warehouse import Warehouse
 
 
@@ -156,6 +156,15 @@ async def test_a_discontinued_product_is_never_in_stock_until_sold_again(
     row = await one(warehouse, "SELECT active FROM dim_product WHERE sku = $1", "SKU-1001")
     assert row == {"active": True}
     assert await stock.in_stock(redis, keys, "SKU-1001", "store-1")
+
+
+async def test_renames_are_seen_in_a_large_page(redis_client: Any, prefix: str) -> None:
+    keys = Keys(prefix)
+    products = [Product(f"SKU-{n}", "P", 1.0, "EUR", erp_id=str(n)) for n in range(6000)]
+    assert await stock.renamed(redis_client, keys, products) == []  # never noted: no rename
+    await stock.record_names(redis_client, keys, products)
+    changed = [*products[:-1], Product("SKU-NEW", "P", 1.0, "EUR", erp_id="5999")]
+    assert await stock.renamed(redis_client, keys, changed) == [("SKU-5999", "SKU-NEW")]
 
 
 async def test_a_malformed_file_fails_alone(syncer: ErpSync, drop: Path) -> None:
