@@ -52,13 +52,13 @@ def check_signature(
         return f"{HEADER} header required"
     parts = dict(p.strip().partition("=")[::2] for p in header.split(","))
     stamp, given = parts.get("t", ""), parts.get("v1", "")
-    if not stamp.isdigit() or not given:
+    if not (stamp.isascii() and stamp.isdigit()) or not given:
         return f"{HEADER} must be t=<unix seconds>,v1=<hex HMAC-SHA256>"
     now = time.time() if now is None else now
     if abs(now - int(stamp)) > window:
         return "signature timestamp outside the allowed window (check the ERP's clock)"
     expected = signature(key, int(stamp), body).partition(",v1=")[2]
-    if not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape")):
         return "bad signature"
     return None
 

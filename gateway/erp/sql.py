@@ -209,7 +209,8 @@ def mysql_cursor(text: str) -> int | str:
     """MySQL converts a text cursor to the column's type; whole numbers go as numbers (a
     BIGINT compared with text is compared as a double)."""
     stripped = text.strip()
-    return int(stripped) if stripped.lstrip("-").isdigit() else text
+    digits = stripped.removeprefix("-")
+    return int(stripped) if digits.isascii() and digits.isdigit() else text
 
 
 def highest(rows: Sequence[Mapping[str, Any]], top: Any) -> Any:

@@ -70,11 +70,17 @@ def is_admin(request: web.Request, token: str) -> bool:
     """A bearer token (API clients) or a signed, unexpired session cookie (the dashboard)."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return hmac.compare_digest(given.strip(), token)
+        return hmac.compare_digest(_bytes(given.strip()), token.encode())
     expires, _, signature = request.cookies.get(SESSION_COOKIE, "").partition(".")
-    if not expires.isdigit() or int(expires) < time.time():
+    if not (expires.isascii() and expires.isdigit()) or int(expires) < time.time():
         return False
-    return hmac.compare_digest(signature, _sign(token, int(expires)))
+    return hmac.compare_digest(_bytes(signature), _sign(token, int(expires)).encode())
+
+
+def _bytes(given: str) -> bytes:
+    """A value a client sent, comparable with ``hmac.compare_digest`` whatever it holds (the
+    function refuses non-ASCII text with a TypeError)."""
+    return given.encode("utf-8", "surrogateescape")
 
 
 def require_admin(request: web.Request, token: str) -> None:

@@ -62,6 +62,8 @@ def signed(body: bytes, key: str = KEY, at: float | None = None) -> dict[str, st
         ("t=2000,v1=abc", "bad signature"),
         (signature("other key", 2000, b"{}"), "bad signature"),
         (signature(KEY, 2000, b"{ }"), "bad signature"),  # another body
+        ("t=²⁰⁰⁰,v1=abc", "must be t=<unix seconds>"),  # digits, but not ASCII ones
+        ("t=2000,v1=ébc", "bad signature"),  # hmac.compare_digest refuses non-ASCII text
     ],
 )
 def test_refused_signatures(header: str | None, reason: str) -> None:

@@ -72,9 +72,12 @@ async def test_forged_or_expired_cookies_are_refused(client: Client) -> None:
     token = client.app[ADMIN_TOKEN]
     expired = session_cookie(token, now=0)
     forged = session_cookie("another-token")
-    for value in (expired, forged, "garbage"):
+    for value in (expired, forged, "garbage", "²⁰.abc", f"{expired.partition('.')[0]}.é"):
         client.session.cookie_jar.update_cookies({SESSION_COOKIE: value})
         assert (await client.get("/v1/dashboard/live")).status == 401
+    client.session.cookie_jar.clear()
+    bearer = {"Authorization": "Bearer jéton"}  # non-ASCII: refused, not a 500
+    assert (await client.get("/v1/dashboard/live", headers=bearer)).status == 401
 
 
 async def test_overview_and_live_counts(client: Client) -> None:
