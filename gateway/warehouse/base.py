@@ -145,14 +145,24 @@ class Records:
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows ready to load, column by column (Arrow wants columns; COPY zips them back)."""
+    """Rows ready to load: checked and converted, column by column (Arrow wants columns; COPY
+    zips them back), or a producer's rows as they are (:func:`record_batches`)."""
 
     table: Table
     columns: tuple[str, ...]
     data: list[list[Any]]
+    #: The rows as given, unchecked (``data`` is empty then): an engine that finds a value its
+    #: column does not take as is raises :class:`Refused`.
+    rows: Sequence[tuple[Any, ...]] | None = None
 
-    def records(self) -> list[tuple[Any, ...]]:
+    def records(self) -> Sequence[tuple[Any, ...]]:
+        if self.rows is not None:
+            return self.rows
         return list(zip(*self.data, strict=True))
+
+
+class Refused(WarehouseError):
+    """An unchecked batch holds a value its column does not take as is: load the checked one."""
 
 
 def prepare(table: Table, rows: Sequence[Mapping[str, Any]], *, keep_last: bool) -> list[Batch]:
@@ -187,6 +197,42 @@ def prepare_records(table: Table, records: Records, *, keep_last: bool) -> Batch
         raise WarehouseError(f"{table.name}: every row needs {width} values")
     given_data = dict(zip(records.columns, map(list, zip(*records.rows, strict=True)), strict=True))
     return _batch(table, given, given_data.__getitem__, len(records.rows), keep_last)
+
+
+def record_batches(
+    tables: Sequence[Table | None], loads: Sequence[Records], *, checked: bool
+) -> list[list[Batch]]:
+    """The batches of ``loads`` (``tables`` their tables, None for a load without rows).
+
+    Unchecked (the bulk path: a producer such as :func:`gateway.agents.facts.fact_records`
+    gives every column its type), each load's rows go as they are, without a pass over every
+    value; an engine refusing one of them raises :class:`Refused`, and the caller loads the
+    checked batches instead (:func:`prepare_records`: values converted where they can be, else
+    an error naming the column). Loads with columns to derive (``date_key``) are always checked.
+    Rows sharing a key are left to the load: an insert's ``ON CONFLICT DO NOTHING`` keeps one.
+    """
+    out: list[list[Batch]] = []
+    for table, records in zip(tables, loads, strict=True):
+        if table is None or not records.rows:
+            out.append([])
+        elif checked or not _as_given(table, records.columns):
+            out.append([prepare_records(table, records, keep_last=False)])
+        else:
+            out.append([Batch(table, records.columns, [], records.rows)])
+    return out
+
+
+def _as_given(table: Table, columns: tuple[str, ...]) -> bool:
+    """Whether rows giving ``columns`` can load as they are: known columns, each once, the key
+    among them and nothing to derive."""
+    given = frozenset(columns)
+    derive = "date_key" in table.columns and "date_key" not in given and given & {*TIME_COLUMNS}
+    return (
+        len(given) == len(columns)
+        and given <= table.columns.keys()
+        and all(name in given for name in table.key)
+        and not derive
+    )
 
 
 def _batch(

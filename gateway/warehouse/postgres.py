@@ -24,10 +24,11 @@ from gateway.warehouse.base import (
     KEYS_SQL,
     Batch,
     Records,
+    Refused,
     Table,
     load_sql,
     prepare,
-    prepare_records,
+    record_batches,
     table_named,
     tables_from,
 )
@@ -93,16 +94,13 @@ class PostgresWarehouse:
             return [0] * len(loads)
 
         async def load() -> list[int]:
-            tables = [await self._table(r.table) for r in loads]
-
-            def prepared() -> list[list[Batch]]:
-                return [
-                    [prepare_records(table, r, keep_last=False)] if r.rows else []
-                    for table, r in zip(tables, loads, strict=True)
-                ]
-
-            # Checking and converting many rows takes a while: not on the event loop.
-            return await self._apply(await asyncio.to_thread(prepared), update=False)
+            tables = [await self._table(r.table) if r.rows else None for r in loads]
+            try:
+                return await self._apply(record_batches(tables, loads, checked=False), update=False)
+            except Refused:  # the transaction rolled back: load the checked rows instead
+                # Checking and converting many rows takes a while: not on the event loop.
+                checked = await asyncio.to_thread(record_batches, tables, loads, checked=True)
+                return await self._apply(checked, update=False)
 
         return await self._guard(load)
 
@@ -199,8 +197,9 @@ class PostgresWarehouse:
                         await con.copy_records_to_table(
                             scratch, records=copied, columns=batch.columns
                         )
-                    except (TypeError, ValueError) as exc:  # a value the column cannot take
-                        raise WarehouseError(f"{table.name}: {exc}") from exc
+                    except (TypeError, ValueError, IndexError) as exc:  # a value, a row too short
+                        error = Refused if batch.rows is not None else WarehouseError
+                        raise error(f"{table.name}: {exc}") from exc
                     status = await con.execute(load_sql(batch, f'"{scratch}"', update=update))
                     await con.execute(f'DROP TABLE "{scratch}"')
                     added[n] += int(status.rsplit(" ", 1)[-1])

@@ -139,6 +139,20 @@ async def test_records_of_several_tables_load_together(warehouse: Warehouse) -> 
     with pytest.raises(WarehouseError, match=r"fact_sale\.revenue"):
         await warehouse.insert_records(bad)
     assert await warehouse.fetch("SELECT count(*) AS n FROM fact_event") == [{"n": 4}]  # no e9
+    # with nothing to derive, rows go as they are; a value that is not the column's type as is
+    # (an ISO string for a time, a dict for JSON) sends the load through the converting path
+    given = ("event_id", "ts", "date_key", "properties")
+    typed = [("t1", NOW, 20260105, '{"a":1}'), ("t1", NOW, 20260105, "{}")]
+    assert await warehouse.insert_records([Records("fact_event", given, typed)]) == [1]
+    loose = [("t2", "2026-01-05T10:00:00+00:00", 20260105, {"a": [1, 2]})]
+    assert await warehouse.insert_records([Records("fact_event", given, loose)]) == [1]
+    found = await warehouse.fetch(
+        "SELECT event_id, ts, properties FROM fact_event WHERE event_id LIKE 't%' ORDER BY 1"
+    )
+    assert found == [
+        {"event_id": "t1", "ts": NOW, "properties": {"a": 1}},
+        {"event_id": "t2", "ts": datetime(2026, 1, 5, 10, tzinfo=UTC), "properties": {"a": [1, 2]}},
+    ]
     with pytest.raises(WarehouseError, match="unknown column"):
         await warehouse.insert_records([Records("fact_event", ("event_id", "nope"), [("x", 1)])])
     with pytest.raises(WarehouseError, match="every row needs 2 values"):
