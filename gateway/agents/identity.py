@@ -14,8 +14,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
-import msgspec
-
 from gateway import keys as K
 from gateway.agents.filter import is_bot
 from gateway.agents.runtime import Handler
@@ -55,11 +53,13 @@ class Identity:
             await self.bus.publish_many(OUTPUT, batches, share=True)
 
     async def resolve(self, batches: Sequence[Sequence[Event]]) -> list[list[Event]]:
-        """``batches`` with each event's ``customer_id`` set (links and merges made)."""
+        """``batches`` with each event's ``customer_id`` set (on the events themselves, as
+        :meth:`Sessions.assign <gateway.agents.sessions.Sessions.assign>` does; links and merges
+        made)."""
         out = [list(events) for events in batches]
-        by_site: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
-        for i, events in enumerate(out):
-            for j, event in enumerate(events):
+        by_site: dict[str, list[tuple[Event, dict[str, Any]]]] = {}
+        for events in out:
+            for event in events:
                 if is_bot(event):
                     continue
                 ids = identifiers_of(event)
@@ -69,7 +69,7 @@ class Identity:
                     items = by_site.get(event.site)
                     if items is None:
                         items = by_site[event.site] = []
-                    items.append((i, j, item))
+                    items.append((event, item))
         calls = [
             (site, items[n : n + CHUNK])
             for site, items in by_site.items()
@@ -79,7 +79,7 @@ class Identity:
             commands = [identity.RESOLVE.load()]
             commands += [
                 identity.resolve_command(
-                    self.keys, site, [item for _, _, item in chunk], self.max_links, self.max_ids
+                    self.keys, site, [item for _, item in chunk], self.max_links, self.max_ids
                 )
                 for site, chunk in calls
             ]
@@ -87,8 +87,8 @@ class Identity:
             created: list[tuple[str, str]] = []
             for (site, chunk), reply in zip(calls, replies, strict=True):
                 result = identity.parse_resolution(reply)
-                for (i, j, _), customer in zip(chunk, result.customers, strict=True):
-                    out[i][j] = msgspec.structs.replace(out[i][j], customer_id=customer)
+                for (event, _), customer in zip(chunk, result.customers, strict=True):
+                    event.customer_id = customer
                 created += [(site, c) for c in result.created]
                 for merged, survivor in result.merges:
                     await self._fold(site, merged, survivor)

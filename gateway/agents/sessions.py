@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-import msgspec
-
 from gateway import keys as K
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
@@ -84,8 +82,8 @@ Visitor = tuple[str, str]
 class _Plan:
     """One visitor's part of a batch."""
 
-    #: (entry index, event index, event) in arrival order, and the events' ids.
-    items: list[tuple[int, int, Event]]
+    #: The visitor's events in arrival order, and their ids.
+    items: list[Event]
     ids: list[str]
     #: The open session's key and how the visitor is known to the identity graph.
     key: str = ""
@@ -134,13 +132,14 @@ class Sessions:
     async def assign(
         self, batches: Sequence[Sequence[Event]], now_ms: int | None = None
     ) -> list[list[Event]]:
-        """``batches`` with each event's ``session_id`` set; the visits they end go to the
+        """``batches`` with each event's ``session_id`` set (on the events themselves: an
+        agent's events are its own, decoded from what it read); the visits they end go to the
         ``sessions`` stream and the open ones are written back."""
         now = now_ms or int(time.time() * 1000)
         out = [list(events) for events in batches]
         pending: dict[Visitor, _Plan] = {}
-        for i, events in enumerate(out):
-            for j, event in enumerate(events):
+        for events in out:
+            for event in events:
                 # sessionized(), inline: this runs for every event
                 who = event.anonymous_id or event.user_id
                 if who is None or event.channel in SESSIONLESS or event.context.get("bot") is True:
@@ -151,13 +150,13 @@ class Sessions:
                     plan = pending[visitor] = _Plan([], [])
                     plan.key = self.keys.open_session(*visitor)
                     plan.kind = "anonymous_id" if event.anonymous_id else "user_id"
-                plan.items.append((i, j, event))
+                plan.items.append(event)
                 plan.ids.append(event.event_id)
         for _ in range(ATTEMPTS):
             if not pending:
                 break
             await self._load(pending, now)
-            pending = await self._commit(pending, out, now)
+            pending = await self._commit(pending, now)
             self.conflicts += len(pending)
         if pending:
             raise BusUnavailable(f"sessions: {len(pending)} visitor(s) kept changing under us")
@@ -184,27 +183,24 @@ class Sessions:
                     if a or b:
                         plan.known[event_id] = text(a or b)
 
-    async def _commit(
-        self, plans: dict[Visitor, _Plan], out: list[list[Event]], now: int
-    ) -> dict[Visitor, _Plan]:
+    async def _commit(self, plans: dict[Visitor, _Plan], now: int) -> dict[Visitor, _Plan]:
         """Apply the rules and write back; the visitors whose state changed meanwhile."""
         bucket = now // self.window_ms
         ttl = 2 * self.window_ms
-        replace = msgspec.structs.replace
         ended: list[tuple[SessionRecord, _Plan]] = []
         writes: list[tuple[Any, ...]] = []
         written: list[Visitor] = []
         for (site, visitor), plan in plans.items():
             rules = self.rules.get(site, self.default_rules)
             state, assigned, known = plan.state, dict[str, str](), plan.known
-            for i, j, event in plan.items:
+            for event in plan.items:
                 sid = known.get(event.event_id) if known else None
                 if sid is None and (sid := assigned.get(event.event_id)) is None:
                     state, record = advance(state, event, rules, now)
                     if record is not None:
                         ended.append((record, plan))
                     sid = assigned[event.event_id] = state.session_id
-                out[i][j] = replace(event, session_id=sid)
+                event.session_id = sid
             if not assigned or state is None:
                 continue  # all replays: nothing to write
             mapping = [x for pair in assigned.items() for x in pair]
