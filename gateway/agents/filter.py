@@ -54,18 +54,15 @@ def problem(event: Event, sites: Container[str]) -> str | None:
     return None
 
 
-def is_bot(event: Event) -> bool:
-    """Whether ingest (or an importer) said a bot sent the event."""
-    if event.context.get("bot") is True:
-        return True
-    parsed = event.context.get("userAgentData")
-    return isinstance(parsed, dict) and parsed.get("bot") is True
-
-
 def flagged(event: Event) -> Event:
-    """The event with ``context.bot = true`` when it is a bot's."""
-    if event.context.get("bot") is not True and is_bot(event):
-        return msgspec.structs.replace(event, context={**event.context, "bot": True})
+    """The event with ``context.bot = true`` when it is a bot's (the later agents look at that
+    flag only)."""
+    context = event.context
+    if context.get("bot") is True:
+        return event
+    parsed = context.get("userAgentData")
+    if isinstance(parsed, dict) and parsed.get("bot") is True:
+        return msgspec.structs.replace(event, context={**context, "bot": True})
     return event
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from gateway import keys as K
-from gateway.agents.filter import is_bot
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
@@ -60,7 +59,7 @@ class Identity:
         by_site: dict[str, list[tuple[Event, dict[str, Any]]]] = {}
         for events in out:
             for event in events:
-                if is_bot(event):
+                if event.context.get("bot") is True:  # flagged by the filter
                     continue
                 ids = identifiers_of(event)
                 if ids:
