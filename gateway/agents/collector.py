@@ -5,11 +5,15 @@ batch in memory, instead of publishing it to ``filtered``, ``sessionized`` and `
 and reading it back at every step (each hop packs, writes, reads and acknowledges every event
 once more). The steps are the agents' own code, so the rules are theirs. A batch goes through
 as a pipeline of parts (:data:`PART`), in order at sessions and identity, and is acknowledged
-once every part's profiles and facts are written. Crash safety is the chain's: every
-step is idempotent on event ids, and the filter marks the batch's ids as seen only after the
-last step, so a replay runs through whole again and changes nothing. Finished visits still go
-to the ``sessions`` stream for ``sync-sessions``; the tick runs the steps' ticks (idle visits,
-interrupted merges, customer snapshots).
+once every part's profiles and facts are written. Up to :data:`IN_FLIGHT` batches are in hand
+at once, their parts queued in reading order at each ordered step; the filter takes the ids of
+the batches in hand as seen, so a copy of an event in the next batch is still a duplicate.
+Crash safety is the chain's: every step is idempotent on event ids, and the filter marks the
+batch's ids as seen only after the last step, so a replay runs through whole again and changes
+nothing. A failing batch is retried after the one in hand beside it, whose events may then
+reach the steps before the failed batch's do — as with two members of the group. Finished
+visits still go to the ``sessions`` stream for ``sync-sessions``; the tick runs the steps'
+ticks (idle visits, interrupted merges, customer snapshots).
 
 ``touchpoint serve`` runs it by default. The five agents stay, for scaling a step across
 processes (``touchpoint agent identity`` on more machines); ``agents.run`` names this one or
@@ -40,6 +44,9 @@ STEPS = ("filter", "sessions", "identity", "profile", "sync")
 #: Events per part: a batch goes through the steps as a pipeline of parts of about this size
 #: (bench/collector.py: of 2,500 to 40,000, ~10,000 ran fastest with the default batch).
 PART = 10000
+#: Batches in hand at once: the next batch's first parts run while the last parts of the one
+#: before wait on Redis and the warehouse (bench/collector.py: 2 ran faster than 1 and 3).
+IN_FLIGHT = 2
 
 
 def parts(batches: list[list[Event]], size: int) -> list[list[list[Event]]]:
@@ -71,6 +78,8 @@ async def together(*steps: Awaitable[None]) -> None:
 class Collector:
     """The collector agent's handler, with its tick."""
 
+    batches_in_flight = IN_FLIGHT
+
     def __init__(self, bus: Bus, config: Config, sync: EventsSync) -> None:
         self.filter = Filter(bus, config)
         self.sessions = Sessions(bus, config)
@@ -83,9 +92,12 @@ class Collector:
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
         screened = await self.filter.screen(entries)
-        failed = asyncio.Event()
-        await together(*[self._part(part, failed) for part in parts(screened.events, PART)])
-        await self.filter.mark(screened)
+        try:
+            failed = asyncio.Event()
+            await together(*[self._part(part, failed) for part in parts(screened.events, PART)])
+            await self.filter.mark(screened)
+        finally:
+            self.filter.release(screened)
 
     async def _part(self, batches: list[list[Event]], failed: asyncio.Event) -> None:
         """One part through the steps. The locks keep parts in order at sessions and identity

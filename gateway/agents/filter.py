@@ -96,6 +96,9 @@ class Filter:
         self.sites = frozenset(config.sites)
         self.window_ms = int(config.collector.dedup_window * 1000)
         self.stats = FilterStats()
+        #: Per site, the ids passed by a screen and not yet marked or released: a batch
+        #: screened while an earlier one is in hand (the collector) takes them as seen.
+        self._in_hand: dict[str, set[str]] = {}
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
         screened = await self.screen(entries)
@@ -106,12 +109,17 @@ class Filter:
                 out.append(events)
                 # an entry that passes whole and unchanged goes on as it came: no packing
                 packed.append(entry.raw if whole and entry.raw else pack(events))
-        if out:
-            await self.bus.publish_many(OUTPUT, out, share=True, packed=packed)
-        await self.mark(screened)
+        try:
+            if out:
+                await self.bus.publish_many(OUTPUT, out, share=True, packed=packed)
+            await self.mark(screened)
+        finally:
+            self.release(screened)
 
     async def screen(self, entries: Sequence[Entry]) -> Screened:
-        """Per entry, its events that pass (flagged when bots); nothing is marked yet."""
+        """Per entry, its events that pass (flagged when bots); nothing is marked yet. The
+        caller marks them (:meth:`mark`) once done with them, and releases them either way
+        (:meth:`release`): until then a later screen takes them as seen."""
         bucket = int(time.time() * 1000) // self.window_ms
         kept: list[list[Event]] = []
         #: Entries whose events all pass unchanged so far.
@@ -143,6 +151,9 @@ class Filter:
                 "filter: dropped %d malformed event(s), e.g. %r: %s", len(dropped), *dropped[0]
             )
         seen = await self._seen(by_site, bucket)
+        for site, held in self._in_hand.items():
+            if site in seen:
+                seen[site].update(held)
         screened = Screened([], [], {site: [] for site in by_site}, bucket)
         fresh = screened.fresh
         for events, same in zip(kept, whole, strict=True):
@@ -160,6 +171,8 @@ class Filter:
             self.stats.passed += len(unique)
             screened.events.append(unique)
             screened.whole.append(same)
+        for site, ids in fresh.items():
+            self._in_hand.setdefault(site, set()).update(ids)
         return screened
 
     async def mark(self, screened: Screened) -> None:
@@ -172,6 +185,16 @@ class Filter:
             commands.append((b"PEXPIRE", key, 2 * self.window_ms))
         if commands:
             await self.bus.execute(commands)
+
+    def release(self, screened: Screened) -> None:
+        """Forget ``screened``'s ids as in hand: after :meth:`mark`, or when the batch failed
+        (its retry must find them unseen)."""
+        for site, ids in screened.fresh.items():
+            held = self._in_hand.get(site)
+            if held is not None:
+                held.difference_update(ids)
+                if not held:
+                    del self._in_hand[site]
 
     async def _seen(self, by_site: dict[str, list[str]], bucket: int) -> dict[str, set[str]]:
         """Per site, the ids already passed in this bucket or the one before."""

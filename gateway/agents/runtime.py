@@ -1,10 +1,12 @@
 """The agent runtime: a named consumer-group member that feeds batches to a handler.
 
-The loop reads a batch, calls the handler, and acks only after the handler returned. A failing
+The loop reads a batch, calls the handler, and acks only after the handler returned (a handler
+that is :class:`Overlapping` gets the next batches while earlier ones are still in hand, up to
+its ``batches_in_flight``; each is acked when its own call returned). A failing
 batch is retried entry by entry (so one poison entry cannot hold up the others); an entry that
 keeps failing moves to the dead-letter stream after ``bus.max_deliveries`` attempts. Entries a
 crashed member left pending are reclaimed every ``bus.claim_idle`` seconds. Errors back off
-exponentially with jitter. :meth:`Agent.stop` lets the batch in hand finish, then the loop ends.
+exponentially with jitter. :meth:`Agent.stop` lets the batches in hand finish, then the loop ends.
 A handler that is also :class:`Ticking` has its ``tick()`` run between batches every
 ``tick_interval`` seconds (and once at start), for chores no entry triggers.
 """
@@ -53,6 +55,14 @@ class Ticking(Protocol):
     tick_interval: float
 
     async def tick(self) -> None: ...
+
+
+@runtime_checkable
+class Overlapping(Protocol):
+    """A handler that takes a batch while its earlier ones are still in hand (it orders what
+    must stay in order itself): the runtime calls it on up to ``batches_in_flight`` at once."""
+
+    batches_in_flight: int
 
 
 @runtime_checkable
@@ -121,28 +131,48 @@ class Agent:
         self._next_tick = 0.0
 
     def stop(self) -> None:
-        """Ask the loop to end after the batch in hand."""
+        """Ask the loop to end after the batches in hand."""
         self._stop.set()
 
     async def run(self) -> None:
         settings = self.bus.settings
         log.info("agent %s: consumer %s on %s", self.name, self.consumer, self.stream)
-        while not self._stop.is_set():
-            try:
-                if not self.running:
-                    await self.bus.ensure_group(self.stream, self.name)
-                    self.running = True
-                if self._unacked:
-                    await self.bus.ack(self.stream, self.name, self._unacked)
-                    self._unacked = []
-                batch = await self._next_batch(settings.batch, settings.block, settings.claim_idle)
-                if batch:
-                    await self._process(batch)
-                await self._maybe_tick()
-                self._failures = 0
-            except BusUnavailable as exc:
-                self._record_error(exc)
-                await self._pause()
+        handler = self.handler
+        depth = max(1, handler.batches_in_flight) if isinstance(handler, Overlapping) else 1
+        #: Batches in hand, oldest first (at most ``depth``).
+        in_hand: deque[asyncio.Future[None]] = deque()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not self.running:
+                        await self.bus.ensure_group(self.stream, self.name)
+                        self.running = True
+                    if self._unacked:
+                        await self.bus.ack(self.stream, self.name, self._unacked)
+                        self._unacked = []
+                    if in_hand and (self._retry or time.monotonic() >= self._next_claim):
+                        # a retry waits for the batches before it; a reclaim would take the
+                        # entries in hand too (they look stale when a batch takes long)
+                        while in_hand:
+                            await in_hand.popleft()
+                    batch = await self._next_batch(
+                        settings.batch, settings.block, settings.claim_idle
+                    )
+                    if batch:
+                        in_hand.append(asyncio.ensure_future(self._process(batch)))
+                    while in_hand and (len(in_hand) >= depth or not batch):
+                        await in_hand.popleft()
+                    await self._maybe_tick()
+                    self._failures = 0
+                except BusUnavailable as exc:
+                    self._record_error(exc)
+                    await self._pause()
+            for done in await asyncio.gather(*in_hand, return_exceptions=True):
+                if isinstance(done, BaseException):
+                    log.warning("agent %s: a batch in hand at stop: %s", self.name, done)
+        finally:  # cancelled (a stop that ran out of time): so are the batches in hand
+            for task in in_hand:
+                task.cancel()
         self.running = False
         self.bus.leave(self.stream, self.name)
         if isinstance(self.handler, Closing):

@@ -6,7 +6,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -15,6 +16,7 @@ from gateway.agents import counts
 from gateway.agents.runtime import Agent, Backoff
 from gateway.bus import Bus, Entry
 from gateway.errors import BusUnavailable
+from gateway.keys import Keys
 from tests.conftest import ROOT
 from tests.helpers import event, eventually
 
@@ -154,3 +156,63 @@ async def test_a_handler_that_holds_connections_is_closed_when_its_agent_stops(b
     agent = Agent("g", handler, bus, stream=K.EVENTS, backoff=FAST)
     await run_until(agent, lambda: handler.handled == 1)
     assert handler.closed
+
+
+class Gated:
+    """A handler that keeps each batch in hand until its gate opens, two batches at a time."""
+
+    batches_in_flight = 2
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.gates = [asyncio.Event() for _ in range(10)]
+
+    async def __call__(self, entries: Sequence[Entry]) -> None:
+        gate = self.gates[len(self.calls)]
+        self.calls.append([e.events[0].event_id for e in entries])
+        await gate.wait()
+
+
+async def test_an_overlapping_handler_gets_the_next_batch_while_one_is_in_hand(
+    client: aioredis.Redis, prefix: str, make_config: Callable[..., Any]
+) -> None:
+    config = make_config("", prefix, "[bus]\nbatch = 2\nclaim_idle = 60\nblock = 0.05")
+    bus = Bus(client, Keys(prefix), config.bus)
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(6)])
+    handler = Gated()
+    agent = Agent("g", handler, bus, stream=K.EVENTS, backoff=FAST)
+    task = asyncio.create_task(agent.run())
+
+    async def group() -> dict[str, Any]:
+        return dict((await bus.stats())["streams"][K.EVENTS]["groups"]["g"])
+
+    await eventually(lambda: len(handler.calls) == 2)
+    assert (await group())["pending"] == 4  # two batches in hand; the third not read
+    handler.gates[1].set()  # the second ends first: acknowledged on its own
+    await eventually(lambda: agent.stats.acked == 2)
+    assert (await group())["pending"] == 2 and len(handler.calls) == 2
+    handler.gates[0].set()
+    await eventually(lambda: len(handler.calls) == 3)
+    agent.stop()
+    handler.gates[2].set()
+    await asyncio.wait_for(task, 10)  # stop lets the batches in hand finish
+    assert handler.calls == [["e0", "e1"], ["e2", "e3"], ["e4", "e5"]]
+    assert agent.stats.acked == 6 and (await group())["pending"] == 0
+
+
+async def test_with_batches_in_hand_a_poison_entry_is_still_found_alone(bus: Bus) -> None:
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(10)])
+    done: list[str] = []
+
+    class Overlapping:
+        batches_in_flight = 2
+
+        async def __call__(self, entries: Sequence[Entry]) -> None:
+            if any(e.events[0].event_id == "e4" for e in entries):
+                raise ValueError("cannot handle e4")
+            done.extend(e.events[0].event_id for e in entries)
+
+    agent = Agent("g", Overlapping(), bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(agent, lambda: agent.stats.dead_lettered == 1 and agent.stats.acked >= 9)
+    assert sorted(done) == sorted(f"e{i}" for i in range(10) if i != 4)  # each once
+    assert (await bus.stats())["streams"][K.EVENTS]["groups"]["g"]["pending"] == 0

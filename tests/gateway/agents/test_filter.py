@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from gateway import keys as K
+from gateway.agents.filter import Filter
+from gateway.bus import Entry
 from tests.gateway.agents.chain import DAY, Chain, by_id, ev
 
 
@@ -65,3 +67,25 @@ async def test_a_replayed_entry_publishes_nothing_twice(chain: Chain) -> None:
     await chain.replay("filter")
     await chain.run("filter")
     assert [e.event_id for e in await chain.events(K.FILTERED)] == ["e1", "e2"]
+
+
+async def test_ids_in_hand_are_seen_by_a_later_screen_until_marked_or_released(
+    chain: Chain,
+) -> None:
+    """The collector screens a batch while the one before is still in hand: a copy in the
+    second is a duplicate; a batch that failed is released, so its retry passes whole."""
+    screen = Filter(chain.bus, chain.config)
+    first = [Entry("1-0", [ev("e1", 0), ev("e2", 1)])]
+    second = [Entry("1-1", [ev("e2", 1), ev("e3", 2)])]
+    held = await screen.screen(first)
+    later = await screen.screen(second)  # before the first is marked
+    assert [e.event_id for e in later.events[0]] == ["e3"]
+    screen.release(held)  # the first batch failed: nothing marked
+    retried = await screen.screen(first)
+    assert [e.event_id for e in retried.events[0]] == ["e1", "e2"]
+    await screen.mark(retried)
+    screen.release(retried)
+    screen.release(later)
+    again = await screen.screen(first + second)  # marked in Redis now, nothing in hand
+    assert [e.event_id for events in again.events for e in events] == ["e3"]
+    assert screen.stats.duplicates == 1 + 3
