@@ -45,7 +45,8 @@ STEPS = ("filter", "sessions", "identity", "profile", "sync")
 #: (bench/collector.py: of 2,500 to 40,000, ~10,000 ran fastest with the default batch).
 PART = 10000
 #: Batches in hand at once: the next batch's first parts run while the last parts of the one
-#: before wait on Redis and the warehouse (bench/collector.py: 2 ran faster than 1 and 3).
+#: before wait on Redis and the warehouse (bench/collector.py, a round of each: 2 ran faster
+#: than 1 and 3).
 IN_FLIGHT = 2
 
 
