@@ -30,7 +30,9 @@ events (``--visitors`` 10,000 visits of ~10 events, 20 per entry), until its gro
 
 **Steps** (``--steps``): the end-to-end traffic through the collector agent's steps one after
 the other, ``bus.batch`` entries at a time, no bus and no pipelining: per step, wall time (its
-waits on Redis included) and this thread's CPU time, per event.
+waits on Redis included) and this thread's CPU time, per event; then the profiles of every
+customer touched are read and made into ``dim_customer`` rows, as the sync agent's tick does
+(time per customer).
 
 Redis: the service at ``TOUCHPOINT_TEST_REDIS_URL`` (default the loopback Redis); keys under a
 random ``bench-<hex>`` prefix per run, deleted afterwards.
@@ -74,8 +76,10 @@ from gateway.agents.pool import AgentPool, build
 from gateway.agents.profile import Profiles
 from gateway.agents.runtime import Agent
 from gateway.agents.sessions import Sessions
+from gateway.agents.sync import customer_rows
 from gateway.bus import Bus, Entry
 from gateway.cli import new_loop, tune_gc
+from gateway.datamart.profiles import get_profiles
 from gateway.events import Event, pack, unpack
 from gateway.keys import Keys
 from gateway.redis import connect
@@ -624,6 +628,7 @@ async def steps(total: int, visitors: int, per_entry: int) -> None:
     shop = shop_traffic(total, visitors, per_entry)
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
+    customers: set[str] = set()
     try:
         for n in range(0, len(shop.entries), config.bus.batch):
             raw = [pack(events) for events in shop.entries[n : n + config.bus.batch]]
@@ -651,6 +656,12 @@ async def steps(total: int, visitors: int, per_entry: int) -> None:
             lap("facts")
             await screen.mark(screened)
             lap("mark")
+            customers.update(e.customer_id for e in events if e.customer_id)
+        # what the sync agent's tick does with the customers touched (dim_customer rows)
+        clock = (time.perf_counter(), time.thread_time())
+        found = await get_profiles(client, bus.keys, sorted(customers))
+        snapshots = [row for p in found.values() for row in customer_rows(p, b"k" * 32)]
+        snapshot = (time.perf_counter() - clock[0], time.thread_time() - clock[1])
     finally:
         await delete_keys(client, prefix)
         await client.aclose()
@@ -661,6 +672,11 @@ async def steps(total: int, visitors: int, per_entry: int) -> None:
         print(f"| {step} | {seconds / count * 1e6:.1f} | {cpu[step] / count * 1e6:.1f} |")
     print(
         f"| all | {sum(wall.values()) / count * 1e6:.1f} | {sum(cpu.values()) / count * 1e6:.1f} |"
+    )
+    each = [seconds / len(found) * 1e6 for seconds in snapshot]
+    print(
+        f"\nSnapshot of the {len(found):,} customers touched ({len(snapshots):,} dim_customer "
+        f"rows, as the sync tick makes them): {each[0]:.0f} µs wall, {each[1]:.0f} µs CPU each"
     )
 
 

@@ -223,38 +223,8 @@ class Bus:
         return [_id(i) for i in replies]
 
     async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run ``commands`` as one pipeline and return their replies, in order.
-
-        The commands are packed by hiredis (C) and sent in one write on one pooled connection;
-        redis-py's asyncio pipeline packs in Python and costs ~2x per command. An error reply
-        fails the whole call (BusUnavailable), as a Redis that refuses writes is not usable.
-        """
-        if not commands:
-            return []
-        blob = b"".join([hiredis.pack_command(command) for command in commands])
-        pool = self.client.connection_pool
-        try:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis: {exc}") from exc
-        try:
-            await conn.send_packed_command(blob, check_health=False)
-            # One deadline for all the replies: a timeout context per reply costs more than
-            # reading the reply itself.
-            async with asyncio.timeout(conn.socket_timeout):
-                parser = getattr(conn, "_parser", None)
-                if _AsyncHiredisParser is not None and isinstance(parser, _AsyncHiredisParser):
-                    replies = await _read_replies(parser, len(commands))
-                else:
-                    replies = [await conn.read_response(timeout=math.inf) for _ in commands]
-        except BaseException as exc:
-            await conn.disconnect()  # replies half read: the connection is out of step
-            if isinstance(exc, RedisError | OSError | TimeoutError):
-                raise BusUnavailable(f"Redis: {exc}") from exc
-            raise
-        finally:
-            await pool.release(conn)
-        return replies
+        """:func:`execute` on this bus's client."""
+        return await execute(self.client, commands)
 
     # --- consuming ---------------------------------------------------------------------------
 
@@ -456,6 +426,42 @@ class Bus:
         after = "(" + _id(group["last-delivered-id"])
         rows: Any = await self.client.xrange(key, min=after, max="+", count=LAG_COUNT_CAP)
         return len(rows)
+
+
+async def execute(client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``commands`` as one pipeline and return their raw replies, in order (RESP2: a hash
+    or a sorted set with scores comes as a flat list).
+
+    The commands are packed by hiredis (C) and sent in one write on one pooled connection;
+    redis-py's asyncio pipeline packs in Python and costs ~2x per command. An error reply
+    fails the whole call (BusUnavailable), as a Redis that refuses writes is not usable.
+    """
+    if not commands:
+        return []
+    blob = b"".join([hiredis.pack_command(command) for command in commands])
+    pool = client.connection_pool
+    try:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    except (RedisError, OSError) as exc:
+        raise BusUnavailable(f"Redis: {exc}") from exc
+    try:
+        await conn.send_packed_command(blob, check_health=False)
+        # One deadline for all the replies: a timeout context per reply costs more than
+        # reading the reply itself.
+        async with asyncio.timeout(conn.socket_timeout):
+            parser = getattr(conn, "_parser", None)
+            if _AsyncHiredisParser is not None and isinstance(parser, _AsyncHiredisParser):
+                replies = await _read_replies(parser, len(commands))
+            else:
+                replies = [await conn.read_response(timeout=math.inf) for _ in commands]
+    except BaseException as exc:
+        await conn.disconnect()  # replies half read: the connection is out of step
+        if isinstance(exc, RedisError | OSError | TimeoutError):
+            raise BusUnavailable(f"Redis: {exc}") from exc
+        raise
+    finally:
+        await pool.release(conn)
+    return replies
 
 
 async def _read_replies(parser: _AsyncHiredisParser, count: int) -> list[Any]:

@@ -16,6 +16,7 @@ from typing import Any, Final
 import msgspec
 import redis.asyncio as aioredis
 
+from gateway.bus import execute
 from gateway.datamart import identity
 from gateway.datamart.deltas import COUNTERS
 from gateway.datamart.identifiers import KINDS, normalize
@@ -139,10 +140,7 @@ async def get_profile(client: aioredis.Redis, keys: Keys, customer_id: str) -> P
     if located is None:
         return None
     customer, site = located
-    async with client.pipeline(transaction=False) as pipe:
-        _read_profile(pipe, keys, customer, site)
-        replies = await pipe.execute()
-    return _profile_of(customer, site, replies)
+    return _profile_of(customer, site, await execute(client, _reads(keys, customer, site)))
 
 
 async def get_profiles(
@@ -152,24 +150,20 @@ async def get_profiles(
     sync agent snapshots every customer a batch touched). Keyed by the id asked for; a merged
     id (rare) is resolved one by one through :func:`get_profile`."""
     ids = list(dict.fromkeys(customer_ids))
-    async with client.pipeline(transaction=False) as pipe:
-        for customer in ids:
-            pipe.hmget(keys.profile(customer, "p"), ["site", "merged_into"])
-        heads = await pipe.execute()
+    heads = await execute(
+        client, [(b"HMGET", keys.profile(c, "p"), b"site", b"merged_into") for c in ids]
+    )
     known = [(c, text(site), into) for c, (site, into) in zip(ids, heads, strict=True) if site]
-    async with client.pipeline(transaction=False) as pipe:
-        for customer, site, _ in known:
-            pipe.hget(keys.identity_customer(site, customer), "merged_into")
-        pointers = await pipe.execute()
+    pointers = await execute(
+        client,
+        [(b"HGET", keys.identity_customer(site, c), b"merged_into") for c, site, _ in known],
+    )
     direct = [
         (c, site) for (c, site, into), p in zip(known, pointers, strict=True) if not (into or p)
     ]
     merged = [c for (c, _, into), p in zip(known, pointers, strict=True) if into or p]
+    replies = await execute(client, [r for c, site in direct for r in _reads(keys, c, site)])
     found: dict[str, Profile] = {}
-    async with client.pipeline(transaction=False) as pipe:
-        for customer, site in direct:
-            _read_profile(pipe, keys, customer, site)
-        replies = await pipe.execute()
     for i, (customer, site) in enumerate(direct):
         found[customer] = _profile_of(customer, site, replies[i * _READS : (i + 1) * _READS])
     for customer in merged:
@@ -179,22 +173,38 @@ async def get_profiles(
 
 
 _ZSETS: Final = ("viewed", "carted", "bought", "interests", "stores")
-#: Commands :func:`_read_profile` queues per customer.
+#: Commands :func:`_reads` gives per customer.
 _READS: Final = 4 + len(_ZSETS)
 
 
-def _read_profile(pipe: Any, keys: Keys, customer: str, site: str) -> None:
-    pipe.hgetall(keys.profile(customer, "p"))
-    pipe.hgetall(keys.profile(customer, "attr"))
-    for part in _ZSETS:
-        pipe.zrevrange(keys.profile(customer, part), 0, -1, withscores=True)
-    pipe.smembers(keys.customer_identifiers(site, customer))
-    pipe.smembers(keys.merged_from(site, customer))
+def _reads(keys: Keys, customer: str, site: str) -> list[tuple[Any, ...]]:
+    """The commands that read a profile (raw replies: :func:`_profile_of` takes them)."""
+    return [
+        (b"HGETALL", keys.profile(customer, "p")),
+        (b"HGETALL", keys.profile(customer, "attr")),
+        *[(b"ZREVRANGE", keys.profile(customer, z), 0, -1, b"WITHSCORES") for z in _ZSETS],
+        (b"SMEMBERS", keys.customer_identifiers(site, customer)),
+        (b"SMEMBERS", keys.merged_from(site, customer)),
+    ]
 
 
 def _profile_of(customer: str, site: str, replies: list[Any]) -> Profile:
     p_raw, attr_raw, *zsets, ids, merged = replies
-    return _profile(customer, site, p_raw, attr_raw, zsets, ids, merged)
+    return _profile(
+        customer, site, _hash(p_raw), _hash(attr_raw), [_scored(z) for z in zsets], ids, merged
+    )
+
+
+def _hash(reply: Any) -> dict[bytes, bytes]:
+    """HGETALL's reply: a flat list (RESP2) or a map (RESP3)."""
+    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _scored(reply: Any) -> list[tuple[bytes, float]]:
+    """ZRANGE ... WITHSCORES's reply: flat (RESP2) or pairs (RESP3), best first."""
+    if reply and isinstance(reply[0], list):
+        return [(m, float(score)) for m, score in reply]
+    return [(m, float(score)) for m, score in zip(reply[::2], reply[1::2], strict=True)]
 
 
 def _profile(
@@ -203,8 +213,8 @@ def _profile(
     p_raw: dict[bytes, bytes],
     attr_raw: dict[bytes, bytes],
     zsets: list[list[tuple[bytes, float]]],
-    ids: set[bytes],
-    merged: set[bytes],
+    ids: Iterable[bytes],
+    merged: Iterable[bytes],
 ) -> Profile:
     p = {text(k): text(v) for k, v in p_raw.items()}
     counters = Counters(

@@ -10,7 +10,14 @@ import redis.asyncio as aioredis
 
 from gateway import keys as K
 from gateway.bus import Bus
-from gateway.datamart.profiles import erase, explain, export, find_customer, get_profile
+from gateway.datamart.profiles import (
+    erase,
+    explain,
+    export,
+    find_customer,
+    get_profile,
+    get_profiles,
+)
 from tests.gateway.agents.chain import BUS, COLLECTOR, Chain, at, ev, flush
 from tests.gateway.agents.test_identity import pos_visit, web_visit
 
@@ -87,7 +94,9 @@ async def test_latest_values_win_by_event_time_not_arrival(chain: Chain) -> None
     assert granted.event_id == "c2" and granted.source == "web"
 
 
-async def test_recent_items_are_capped_newest_first(make_chain: Callable[..., Chain]) -> None:
+async def test_recent_items_are_capped_newest_first(
+    make_chain: Callable[..., Chain], service_redis_url: str
+) -> None:
     chain = make_chain("[collector]\nrecent_items = 3")
     views = [
         ev(f"v{n}", n, type="track", name="Product Viewed",
@@ -109,6 +118,14 @@ async def test_recent_items_are_capped_newest_first(make_chain: Callable[..., Ch
     assert profile.interests == {"hats": 19.0, "shoes": 4.0}
     assert profile.stores == {"S-2": 2, "S-1": 1} and profile.preferred_store == "S-2"
     assert profile.counters.orders == 3 and profile.counters.units == 3
+    # many at once (the sync agent's snapshots) read the same, on either protocol's replies
+    resp3 = aioredis.Redis.from_url(service_redis_url, protocol=3)
+    try:
+        for client in (chain.client, resp3):
+            many = await get_profiles(client, chain.keys, [str(customer), "c_nobody"])
+            assert many == {str(customer): profile}
+    finally:
+        await resp3.aclose()
 
 
 async def test_events_in_flight_for_a_merged_customer_go_to_the_survivor(chain: Chain) -> None:
