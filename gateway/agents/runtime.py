@@ -85,7 +85,8 @@ class Backoff:
     cap: float = 5.0
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+        # the exponent stops growing long after the cap is reached (a float overflows at 2**1024)
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 64)))
 
 
 @dataclass
@@ -163,7 +164,6 @@ class Agent:
                     while in_hand and (len(in_hand) >= depth or not batch):
                         await in_hand.popleft()
                     await self._maybe_tick()
-                    self._failures = 0
                 except BusUnavailable as exc:
                     self._record_error(exc)
                     await self._pause()
@@ -223,6 +223,7 @@ class Agent:
             await self._pause()
             return
         self.stats.last_batch_at = time.time()
+        self._failures = 0  # the backoff grows while batches keep failing, not past a success
         ids = [e.id for e in batch]
         for entry_id in ids:
             self._attempts.pop(entry_id, None)

@@ -216,3 +216,32 @@ async def test_with_batches_in_hand_a_poison_entry_is_still_found_alone(bus: Bus
     await run_until(agent, lambda: agent.stats.dead_lettered == 1 and agent.stats.acked >= 9)
     assert sorted(done) == sorted(f"e{i}" for i in range(10) if i != 4)  # each once
     assert (await bus.stats())["streams"][K.EVENTS]["groups"]["g"]["pending"] == 0
+
+
+async def test_the_backoff_grows_while_batches_keep_failing_and_starts_over_after_one_passes(
+    bus: Bus,
+) -> None:
+    await bus.publish(K.EVENTS, [event(1)])
+    attempts: list[int] = []
+
+    class Counting(Backoff):
+        def delay(self, attempt: int) -> float:
+            attempts.append(attempt)
+            return 0.0
+
+    failures = iter([True] * 4 + [False])
+
+    async def flaky(entries: Sequence[Entry]) -> None:
+        if next(failures, False):
+            raise BusUnavailable("warehouse away")
+
+    agent = Agent("g", flaky, bus, stream=K.EVENTS, backoff=Counting())
+    task = asyncio.create_task(agent.run())
+    await eventually(lambda: agent.stats.acked == 1)
+    failures = iter([True, False])
+    await bus.publish(K.EVENTS, [event(2)])
+    await eventually(lambda: agent.stats.acked == 2)
+    agent.stop()
+    await asyncio.wait_for(task, 10)
+    assert attempts == [1, 2, 3, 4, 1]
+    assert Backoff(base=0.05, cap=5.0).delay(5000) <= 5.0  # no float overflow after hours
