@@ -38,14 +38,19 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def pairs(flat: Sequence[Any]) -> dict[str, str]:
-    """``[k1, v1, k2, v2...]`` (HGETALL) → dict."""
-    return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+def pairs(reply: Any) -> dict[str, str]:
+    """HGETALL's reply → dict: ``[k1, v1, k2, v2...]`` (RESP2, a script's) or a map (RESP3)."""
+    if isinstance(reply, dict):
+        return {text(k): text(v) for k, v in reply.items()}
+    return {text(reply[i]): text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
 
 
-def scored(flat: Sequence[Any]) -> list[tuple[str, float]]:
-    """``[m1, s1, m2, s2...]`` (ZRANGE WITHSCORES) → ``[(member, score)]``."""
-    return [(text(flat[i]), float(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+def scored(reply: Any) -> list[tuple[str, float]]:
+    """ZRANGE ... WITHSCORES's reply → ``[(member, score)]``: ``[m1, s1, m2, s2...]`` (RESP2, a
+    script's) or ``[[m1, s1], ...]`` (RESP3)."""
+    if reply and isinstance(reply[0], list):
+        return [(text(m), float(s)) for m, s in reply]
+    return [(text(reply[i]), float(reply[i + 1])) for i in range(0, len(reply) - 1, 2)]
 
 
 async def execute(bus: Bus, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

@@ -20,7 +20,7 @@ from gateway.bus import execute
 from gateway.datamart import identity
 from gateway.datamart.deltas import COUNTERS
 from gateway.datamart.identifiers import KINDS, normalize
-from gateway.datamart.lua import text
+from gateway.datamart.lua import pairs, scored, text
 from gateway.datamart.sessions import unpack_state
 from gateway.keys import Keys
 
@@ -189,34 +189,19 @@ def _reads(keys: Keys, customer: str, site: str) -> list[tuple[Any, ...]]:
 
 
 def _profile_of(customer: str, site: str, replies: list[Any]) -> Profile:
-    p_raw, attr_raw, *zsets, ids, merged = replies
-    return _profile(
-        customer, site, _hash(p_raw), _hash(attr_raw), [_scored(z) for z in zsets], ids, merged
-    )
-
-
-def _hash(reply: Any) -> dict[bytes, bytes]:
-    """HGETALL's reply: a flat list (RESP2) or a map (RESP3)."""
-    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
-
-
-def _scored(reply: Any) -> list[tuple[bytes, float]]:
-    """ZRANGE ... WITHSCORES's reply: flat (RESP2) or pairs (RESP3), best first."""
-    if reply and isinstance(reply[0], list):
-        return [(m, float(score)) for m, score in reply]
-    return [(m, float(score)) for m, score in zip(reply[::2], reply[1::2], strict=True)]
+    p, attr, *zsets, ids, merged = replies
+    return _profile(customer, site, pairs(p), pairs(attr), [scored(z) for z in zsets], ids, merged)
 
 
 def _profile(
     customer: str,
     site: str,
-    p_raw: dict[bytes, bytes],
-    attr_raw: dict[bytes, bytes],
-    zsets: list[list[tuple[bytes, float]]],
+    p: dict[str, str],
+    attr: dict[str, str],
+    zsets: list[list[tuple[str, float]]],
     ids: Iterable[bytes],
     merged: Iterable[bytes],
 ) -> Profile:
-    p = {text(k): text(v) for k, v in p_raw.items()}
     counters = Counters(
         **{c: int(p.get(c, 0)) for c in COUNTERS},
         revenue=round(float(p.get("revenue", 0.0)), 4),
@@ -230,7 +215,7 @@ def _profile(
     traits: dict[str, Trait] = {}
     consent: dict[str, Consent] = {}
     timezone = None
-    for field, raw in ((text(k), json.loads(text(v))) for k, v in attr_raw.items()):
+    for field, raw in ((k, json.loads(v)) for k, v in attr.items()):
         at = _time(raw["at"])
         if field.startswith("trait:"):
             traits[field[6:]] = Trait(raw["v"], at, raw["ch"])
@@ -246,7 +231,7 @@ def _profile(
             )
         elif field == "timezone":
             timezone = str(raw["v"])
-    viewed, carted, bought, interests, stores = ([(text(m), s) for m, s in z] for z in zsets)
+    viewed, carted, bought, interests, stores = zsets
     return Profile(
         customer_id=customer,
         site=site,
