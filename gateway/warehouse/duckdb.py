@@ -242,10 +242,10 @@ def _arrow(batch: Batch) -> Any:
     (bench/collector.py); a value that does not fit raises :class:`Refused`."""
     if batch.rows is not None:
         types = [_ARROW[batch.table.columns[c]] for c in batch.columns]
+        if None in types:  # a column of a kind Arrow is not told: let the checked path infer
+            raise Refused(f"{batch.table.name}: a column of another type")
+        struct = pa.struct(list(zip(batch.columns, types, strict=True)))
         try:
-            if None in types:
-                raise TypeError("a column of a type Arrow is not told")
-            struct = pa.struct(list(zip(batch.columns, types, strict=True)))
             return pa.Table.from_struct_array(pa.array(batch.rows, type=struct))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
             raise Refused(f"{batch.table.name}: {exc}") from None
