@@ -10,18 +10,21 @@ order redeeming it again (a till's retry) is told ``redeemed`` again.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import redis.asyncio as aioredis
 
-from gateway.datamart.lua import text
+from gateway.bus import execute
+from gateway.datamart.lua import Script, text
 from gateway.keys import Keys
 
 Outcome = Literal["redeemed", "already redeemed", "unknown"]
 
 #: KEYS[1] the coupon; ARGV the order, the time, the store: the outcome.
-_REDEEM: Final = """
+_REDEEM: Final = Script(
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
 local by = redis.call('HGET', KEYS[1], 'redeemed_by')
 if by and by ~= ARGV[1] then return 'already redeemed' end
@@ -31,6 +34,7 @@ if not by then
 end
 return 'redeemed'
 """
+)
 
 
 async def issue(
@@ -46,15 +50,23 @@ async def issue(
 
 
 async def redeem(
-    redis: aioredis.Redis, keys: Keys, codes: list[str], order_id: str, store: str
-) -> dict[str, Outcome]:
-    """Redeem ``codes`` for ``order_id``: each code's outcome."""
-    script = redis.register_script(_REDEEM)
+    redis: aioredis.Redis, keys: Keys, orders: Sequence[tuple[str, str, Sequence[str]]]
+) -> dict[str, dict[str, Outcome]]:
+    """Redeem each ``(order id, store, codes)``'s coupons for it, in one round trip: per order,
+    each code's outcome."""
     now = repr(time.time())
-    return {
-        code: text(await script(keys=[keys.coupon(code)], args=[order_id, now, store]))  # type: ignore[misc]
+    calls = [
+        (order, code, _REDEEM.call([keys.coupon(code)], [order, now, store]))
+        for order, store, codes in orders
         for code in dict.fromkeys(codes)
-    }
+    ]
+    if not calls:
+        return {}
+    replies = (await execute(redis, [_REDEEM.load(), *(call for _, _, call in calls)]))[1:]
+    out: dict[str, dict[str, Outcome]] = {}
+    for (order, code, _), outcome in zip(calls, replies, strict=True):
+        out.setdefault(order, {})[code] = cast(Outcome, text(outcome))
+    return out
 
 
 async def look_up(redis: aioredis.Redis, keys: Keys, code: str) -> dict[str, Any] | None:

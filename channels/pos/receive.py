@@ -123,17 +123,11 @@ async def _redeem(
     request: web.Request, txns: list[Transaction]
 ) -> dict[str, dict[str, coupons.Outcome]]:
     """Per order, the outcome of each coupon it redeems (before its event is published, so a
-    till's retry after a failure here redeems again, as the same order)."""
+    till's retry after a failure here redeems again, as the same order; Redis away: 503)."""
     app = request.app
     keys = K.Keys(app[CONFIG].redis.prefix)
-    try:
-        return {
-            t.order_id: await coupons.redeem(app[REDIS], keys, t.coupons, t.order_id, t.store)
-            for t in txns
-            if t.coupons
-        }
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise BusUnavailable(f"coupons: {exc}") from exc
+    orders = [(t.order_id, t.store, t.coupons) for t in txns if t.coupons]
+    return await coupons.redeem(app[REDIS], keys, orders)
 
 
 async def batch(request: web.Request) -> web.Response:
