@@ -30,7 +30,8 @@ events (``--visitors`` 10,000 visits of ~10 events, 20 per entry), until its gro
 
 **Steps** (``--steps``): the end-to-end traffic through the collector agent's steps one after
 the other, ``bus.batch`` entries at a time, no bus and no pipelining: per step, wall time (its
-waits on Redis included) and this thread's CPU time, per event; then the profiles of every
+waits on Redis included), this thread's CPU time and the Redis server's (``INFO cpu``, read
+between the steps), per event; then the profiles of every
 customer touched are read and made into ``dim_customer`` rows, as the sync agent's tick does
 (time per customer).
 
@@ -617,7 +618,8 @@ async def per_agent(visitors: int, per_entry: int) -> None:
 async def steps(total: int, visitors: int, per_entry: int) -> None:
     """The end-to-end traffic through the collector's steps one after the other, a default
     ``bus.batch`` of entries at a time (no pipelining, so each step's time is its own): per step,
-    wall time (its waits on Redis included) and CPU time of this thread, per event. ``facts``
+    wall time (its waits on Redis included), CPU time of this thread and of the Redis server,
+    per event. ``facts``
     builds the warehouse rows only (the load runs on the writer thread)."""
     prefix = f"bench-{secrets.token_hex(4)}"
     config = configuration.loads(f"{SITE_CONFIG}[collector]\ntick_interval = 3600.0\n", env={})
@@ -628,34 +630,37 @@ async def steps(total: int, visitors: int, per_entry: int) -> None:
     shop = shop_traffic(total, visitors, per_entry)
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
+    redis: dict[str, float] = {}
     customers: set[str] = set()
     try:
         for n in range(0, len(shop.entries), config.bus.batch):
             raw = [pack(events) for events in shop.entries[n : n + config.bus.batch]]
-            clock = (time.perf_counter(), time.thread_time())
+            clock = (time.perf_counter(), time.thread_time(), await redis_cpu(client))
 
-            def lap(step: str) -> None:
+            async def lap(step: str) -> None:
                 nonlocal clock
                 now = (time.perf_counter(), time.thread_time())
                 wall[step] = wall.get(step, 0.0) + now[0] - clock[0]
                 cpu[step] = cpu.get(step, 0.0) + now[1] - clock[1]
-                clock = now
+                server = await redis_cpu(client)  # not timed: after the step's clocks
+                redis[step] = redis.get(step, 0.0) + server - clock[2]
+                clock = (time.perf_counter(), time.thread_time(), server)
 
             entries = [Entry(f"0-{i}", unpack(r), raw=r) for i, r in enumerate(raw)]
-            lap("decode")
+            await lap("decode")
             screened = await screen.screen(entries)
-            lap("filter")
+            await lap("filter")
             batches = await sessions.assign(screened.events)
-            lap("sessions")
+            await lap("sessions")
             batches = await identity.resolve(batches)
-            lap("identity")
+            await lap("identity")
             events = [event for batch in batches for event in batch]
             await profiles.update(events)
-            lap("profile")
+            await lap("profile")
             fact_records(events)
-            lap("facts")
+            await lap("facts")
             await screen.mark(screened)
-            lap("mark")
+            await lap("mark")
             customers.update(e.customer_id for e in events if e.customer_id)
         # what the sync agent's tick does with the customers touched (dim_customer rows)
         clock = (time.perf_counter(), time.thread_time())
@@ -667,17 +672,25 @@ async def steps(total: int, visitors: int, per_entry: int) -> None:
         await client.aclose()
     count = shop.published
     print(f"{count:,} events from {visitors:,} visitors, {per_entry} per entry", file=sys.stderr)
-    print("| step | wall µs/event | CPU µs/event |\n|---|---:|---:|")
-    for step, seconds in wall.items():
-        print(f"| {step} | {seconds / count * 1e6:.1f} | {cpu[step] / count * 1e6:.1f} |")
-    print(
-        f"| all | {sum(wall.values()) / count * 1e6:.1f} | {sum(cpu.values()) / count * 1e6:.1f} |"
-    )
+    print("| step | wall µs/event | CPU µs/event | Redis CPU µs/event |\n|---|---:|---:|---:|")
+    for step, seconds in [*wall.items(), ("all", sum(wall.values()))]:
+        spent = [sum(d.values()) if step == "all" else d[step] for d in (cpu, redis)]
+        print(
+            f"| {step} | {seconds / count * 1e6:.1f} | "
+            + " | ".join(f"{x / count * 1e6:.1f}" for x in spent)
+            + " |"
+        )
     each = [seconds / len(found) * 1e6 for seconds in snapshot]
     print(
         f"\nSnapshot of the {len(found):,} customers touched ({len(snapshots):,} dim_customer "
         f"rows, as the sync tick makes them): {each[0]:.0f} µs wall, {each[1]:.0f} µs CPU each"
     )
+
+
+async def redis_cpu(client: Any) -> float:
+    """Seconds of CPU the Redis server has used (user + system, all its threads)."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def main(argv: Sequence[str]) -> int:
