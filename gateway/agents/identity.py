@@ -1,11 +1,12 @@
 """identity: sessionized → identified. Resolves each event's identifiers to one customer id.
 
-Per batch, one script call per site (and per :data:`CHUNK` events) resolves, links and merges
-in the site's identity graph (:mod:`gateway.datamart.identity`) atomically; each event then
-leaves with ``customer_id`` set (None for bots and for events that name nobody). Merged
-customers' profiles are folded into the survivors before the events go on, and the periodic
-tick finishes folds a crash interrupted. Replays are harmless: links are made once, merges
-happen once, and a new customer's id derives from its first identifier.
+Per batch, one script call per site (and per :data:`CHUNK` items) resolves, links and merges
+in the site's identity graph (:mod:`gateway.datamart.identity`) atomically; a batch's events
+that carry the same identifiers go as one item, resolved as they would be one by one
+(:class:`_Site`). Each event then leaves with ``customer_id`` set (None for bots and for events
+that name nobody). Merged customers' profiles are folded into the survivors before the events
+go on, and the periodic tick finishes folds a crash interrupted. Replays are harmless: links
+are made once, merges happen once, and a new customer's id derives from its first identifier.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 STREAM = K.SESSIONIZED
 OUTPUT = K.IDENTIFIED
-#: Events per resolve script call (a script blocks Redis while it runs).
+#: Items (events, or events with the same identifiers) per resolve script call (a script
+#: blocks Redis while it runs).
 CHUNK: Final = 200
 
 
@@ -56,7 +58,8 @@ class Identity:
         :meth:`Sessions.assign <gateway.agents.sessions.Sessions.assign>` does; links and merges
         made)."""
         out = [list(events) for events in batches]
-        by_site: dict[str, list[tuple[Event, dict[str, Any]]]] = {}
+        by_site: dict[str, _Site] = {}
+        place = 0
         for events in out:
             for event in events:
                 if event.context.get("bot") is True:  # flagged by the filter
@@ -64,33 +67,36 @@ class Identity:
                 ids = identifiers_of(event)
                 if ids:
                     at = int(event.timestamp.timestamp() * 1000)  # ms(), inline
-                    item = identity.payload(event.site, event.event_id, event.type, at, ids)
-                    items = by_site.get(event.site)
-                    if items is None:
-                        items = by_site[event.site] = []
-                    items.append((event, item))
+                    site = by_site.get(event.site)
+                    if site is None:
+                        site = by_site[event.site] = _Site(event.site)
+                    site.add(event, place, at, ids)
+                    place += 1
         calls = [
-            (site, items[n : n + CHUNK])
-            for site, items in by_site.items()
-            for n in range(0, len(items), CHUNK)
+            (graph, graph.items[n : n + CHUNK])
+            for graph in by_site.values()
+            for n in range(0, len(graph.items), CHUNK)
         ]
         if calls:
             commands = [identity.RESOLVE.load()]
             commands += [
                 identity.resolve_command(
-                    self.keys, site, [item for _, item in chunk], self.max_links, self.max_ids
+                    self.keys, graph.site, [i.payload for i in chunk], self.max_links, self.max_ids
                 )
-                for site, chunk in calls
+                for graph, chunk in calls
             ]
             replies = (await execute(self.bus, commands))[1:]
             created: list[tuple[str, str]] = []
-            for (site, chunk), reply in zip(calls, replies, strict=True):
+            for (graph, chunk), reply in zip(calls, replies, strict=True):
                 result = identity.parse_resolution(reply)
-                for (event, _), customer in zip(chunk, result.customers, strict=True):
-                    event.customer_id = customer
-                created += [(site, c) for c in result.created]
-                for merged, survivor in result.merges:
-                    await self._fold(site, merged, survivor)
+                for item, customer in zip(chunk, result.customers, strict=True):
+                    item.customer = customer
+                created += [(graph.site, c) for c in result.created]
+                for merged, survivor, index in result.merges:
+                    graph.merges.append((chunk[index].places[0], merged, survivor))
+                    await self._fold(graph.site, merged, survivor)
+            for graph in by_site.values():
+                graph.settle()
             if created:  # so the read API finds a new customer's site before its profile
                 await execute(
                     self.bus,
@@ -111,6 +117,79 @@ class Identity:
             for item in pending:
                 merged, _, survivor = text(item).partition(" ")
                 await self._fold(site, merged, survivor)
+
+
+class _Item:
+    """Events with the same identifiers, resolved as one by the script."""
+
+    __slots__ = ("customer", "events", "payload", "places")
+
+    def __init__(self, event: Event, place: int, payload: dict[str, Any]) -> None:
+        self.events = [event]
+        #: Each event's place in the batch (its events with identifiers, in order).
+        self.places = [place]
+        self.payload = payload
+        self.customer: str | None = None
+
+
+class _Site:
+    """A batch's events of one site as the resolve script takes them.
+
+    Events that carry the same identifiers go as one item (a visitor's page views repeat
+    them): the first event resolves, links and creates; the next would find those links made
+    and resolve the same. Two things could tell them apart, and both are kept: an event between
+    them carrying one of the identifiers (it may link it elsewhere) closes the item, so the
+    next such event starts one of its own; and a merge between them re-points the customer,
+    so :meth:`settle` passes each event's customer through the merges made before it. The
+    item goes with the earliest time of its events (the customer's ``first_seen``).
+    """
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self.items: list[_Item] = []
+        #: ``(place of the event that merged, merged, survivor)``, in order.
+        self.merges: list[tuple[int, str, str]] = []
+        self._open: dict[tuple[tuple[str, str], ...], _Item] = {}
+        self._holder: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+
+    def add(self, event: Event, place: int, at: int, ids: list[tuple[str, str]]) -> None:
+        key = tuple(ids)
+        joins = event.type != "identify" and event.type != "alias"  # those merge: their own
+        if joins and (same := self._open.get(key)) is not None:
+            same.events.append(event)
+            same.places.append(place)
+            if at < same.payload["at"]:
+                same.payload["at"] = at
+            return
+        item = _Item(event, place, identity.payload(self.site, event.event_id, event.type, at, ids))
+        self.items.append(item)
+        for pair in ids:
+            held = self._holder.get(pair)
+            if held is not None and held != key:
+                self._open.pop(held, None)
+            self._holder[pair] = key
+        if joins:
+            self._open[key] = item
+        else:
+            self._open.pop(key, None)
+
+    def settle(self) -> None:
+        """Set each event's ``customer_id``: its item's, followed through the merges made
+        between the item's first event and it."""
+        merges = self.merges
+        for item in self.items:
+            customer = item.customer
+            if not merges or len(item.events) == 1:
+                for event in item.events:
+                    event.customer_id = customer
+                continue
+            first = item.places[0]
+            for event, place in zip(item.events, item.places, strict=True):
+                current = customer
+                for at, merged, survivor in merges:
+                    if first < at < place and merged == current:
+                        current = survivor
+                event.customer_id = current
 
 
 def handler(bus: Bus, config: Config) -> Handler:

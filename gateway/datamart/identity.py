@@ -94,7 +94,7 @@ local function create(c, ident, ev)
   return c
 end
 
-local merges = {}
+local merges, current = {}, 0
 local function merge(loser, survivor, ev, glue, joined)
   local moved = redis.call('SMEMBERS', ids_key(loser))
   for _, ident in ipairs(moved) do
@@ -123,7 +123,7 @@ local function merge(loser, survivor, ev, glue, joined)
   redis.call('DEL', from_key(loser))
   redis.call('SADD', from_key(survivor), loser)
   redis.call('SADD', folds_key, loser .. ' ' .. survivor)
-  merges[#merges + 1] = {loser, survivor}
+  merges[#merges + 1] = {loser, survivor, current}
 end
 
 local function try_merge(ev, known, known_at, idents, resolved, flagged)
@@ -184,6 +184,7 @@ end
 
 local out = {}
 for n, ev in ipairs(events) do
+  current = n
   local idents, resolved, flagged, known, known_at = {}, {}, {}, {}, {}
   for k, pair in ipairs(ev.i) do
     local ident, c = pair[1], false
@@ -255,7 +256,8 @@ class Resolution:
     """What one resolve call decided: a customer per event, merges made, customers created."""
 
     customers: list[str | None]
-    merges: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(merged, survivor, index of the event that merged them)``, in the order made.
+    merges: list[tuple[str, str, int]] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
 
 
@@ -288,7 +290,7 @@ def parse_resolution(reply: Any) -> Resolution:
 
     return Resolution(
         customers=[c or None for c in items(data.get("c"))],
-        merges=[(str(a), str(b)) for a, b in items(data.get("m"))],
+        merges=[(str(a), str(b), int(n) - 1) for a, b, n in items(data.get("m"))],
         created=[str(c) for c in items(data.get("n"))],
     )
 

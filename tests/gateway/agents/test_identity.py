@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from gateway import keys as K
+from gateway.datamart import identity
 from gateway.datamart.profiles import explain, find_customer, get_profile, get_profiles
 from tests.gateway.agents.chain import Chain, by_id, ev
 
@@ -191,3 +195,40 @@ async def test_a_replay_resolves_the_same_and_merges_nothing_again(chain: Chain)
     out = await chain.events(K.IDENTIFIED)
     assert len(out) == 10 and {e.customer_id for e in out[5:]} == {alice}
     assert await explain(chain.client, chain.keys, str(alice)) == story
+
+
+async def test_repeated_identifiers_resolve_once_and_follow_a_merge_between(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await chain.publish(
+        [ev("y", 0, type="identify", anonymous_id="a3", traits={"email": "bob@example.com"})],
+        [ev("x", 10, type="identify", user_id="u1")],
+    )
+    await chain.run()
+    bob, u1 = (
+        await customer(chain, "email", "bob@example.com"),
+        await customer(chain, "user_id", "u1"),
+    )
+    assert bob and u1 and bob != u1
+    items: list[int] = []
+    command = identity.resolve_command
+
+    def counted(*args: Any) -> Any:
+        items.append(len(args[2]))
+        return command(*args)
+
+    monkeypatch.setattr(identity, "resolve_command", counted)
+    await chain.publish(
+        [ev("p1", 20), ev("p2", 21), ev("n1", 21.5, anonymous_id="a5")],
+        # u1 on another browser with bob's address: u1's customer (a1's) merges into bob's
+        [ev("m", 22, type="identify", anonymous_id="a9", user_id="u1",
+            traits={"email": "bob@example.com"})],
+        [ev("p3", 23), ev("n2", 24, anonymous_id="a5")],
+    )  # fmt: skip
+    await chain.run()
+    assert items == [3]  # p1 p2 p3 as one item, n1 n2 as one, m
+    out = by_id(await chain.events(K.IDENTIFIED))
+    assert (out["p1"].customer_id, out["p2"].customer_id) == (u1, u1)  # before the merge
+    assert out["m"].customer_id == out["p3"].customer_id == bob  # after it, as one by one
+    assert out["n1"].customer_id == out["n2"].customer_id not in (None, u1, bob)
+    assert await customer(chain, "anonymous_id", "a1") == bob
