@@ -12,6 +12,7 @@ later stateful agent ignores them. One entry out per entry in (none when nothing
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Container, Sequence
@@ -99,6 +100,7 @@ class Filter:
         #: Per site, the ids passed by a screen and not yet marked or released: a batch
         #: screened while an earlier one is in hand (the collector) takes them as seen.
         self._in_hand: dict[str, set[str]] = {}
+        self._screening = asyncio.Lock()
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
         screened = await self.screen(entries)
@@ -119,7 +121,13 @@ class Filter:
     async def screen(self, entries: Sequence[Entry]) -> Screened:
         """Per entry, its events that pass (flagged when bots); nothing is marked yet. The
         caller marks them (:meth:`mark`) once done with them, and releases them either way
-        (:meth:`release`): until then a later screen takes them as seen."""
+        (:meth:`release`): until then a later screen takes them as seen. Screens run one at a
+        time, in call order: one started while another waits on Redis would otherwise miss
+        the ids the other is about to take in hand."""
+        async with self._screening:
+            return await self._screen(entries)
+
+    async def _screen(self, entries: Sequence[Entry]) -> Screened:
         bucket = int(time.time() * 1000) // self.window_ms
         kept: list[list[Event]] = []
         #: Entries whose events all pass unchanged so far.

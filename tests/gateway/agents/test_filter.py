@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+
+import pytest
 
 from gateway import keys as K
 from gateway.agents.filter import Filter
@@ -89,3 +92,29 @@ async def test_ids_in_hand_are_seen_by_a_later_screen_until_marked_or_released(
     again = await screen.screen(first + second)  # marked in Redis now, nothing in hand
     assert [e.event_id for events in again.events for e in events] == ["e3"]
     assert screen.stats.duplicates == 1 + 3
+
+
+async def test_a_screen_started_while_another_waits_on_redis_sees_its_ids(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector starts screening the next batch while the one before still waits for its
+    reply from Redis: the copy in the next batch is a duplicate all the same."""
+    screen = Filter(chain.bus, chain.config)
+    seen, gate = screen._seen, asyncio.Event()
+
+    async def first_waits(by_site: dict[str, list[str]], bucket: int) -> dict[str, set[str]]:
+        found = await seen(by_site, bucket)
+        if "e1" in by_site["demo"]:
+            await gate.wait()  # the first batch's reply is late
+        return found
+
+    monkeypatch.setattr(screen, "_seen", first_waits)
+    first = asyncio.create_task(screen.screen([Entry("1-0", [ev("e1", 0), ev("e2", 1)])]))
+    second = asyncio.create_task(screen.screen([Entry("1-1", [ev("e2", 1), ev("e3", 2)])]))
+    done, _ = await asyncio.wait([second], timeout=0.5)  # it may finish only after the first
+    assert not done
+    gate.set()
+    held, later = await first, await second
+    assert [e.event_id for e in held.events[0]] == ["e1", "e2"]
+    assert [e.event_id for e in later.events[0]] == ["e3"]
+    assert screen.stats.duplicates == 1
