@@ -102,6 +102,15 @@ def test_next_midnight_follows_daylight_saving() -> None:
     assert end - start == 23 * 3_600_000
 
 
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "America/St_Johns", "Europe/Paris", "UTC"])
+def test_next_midnight_right_before_and_after_one(zone: str) -> None:
+    tz = ZoneInfo(zone)
+    midnight = int(datetime(2024, 6, 2, tzinfo=tz).timestamp() * 1000)
+    for offset in (-3_600_001, -900_001, -900_000, -1, 0, 1, 899_999, 900_000):
+        expected = midnight if offset < 0 else midnight + 86_400_000
+        assert next_midnight(midnight + offset, tz) == expected, offset
+
+
 def test_a_late_event_joins_the_open_visit() -> None:
     ids, records, state = run([ev("e1", 10), ev("e2", 12), ev("e0", 5)])
     assert len(set(ids)) == 1 and records == []
