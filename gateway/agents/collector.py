@@ -3,17 +3,17 @@
 One consumer group on ``events`` that runs filter, sessions, identity, profile and sync on each
 batch in memory, instead of publishing it to ``filtered``, ``sessionized`` and ``identified``
 and reading it back at every step (each hop packs, writes, reads and acknowledges every event
-once more). The steps are the agents' own code, so the rules are theirs. A batch goes through
-as a pipeline of parts (:data:`PART`), in order at sessions and identity, and is acknowledged
-once every part's profiles and facts are written. Up to :data:`IN_FLIGHT` batches are in hand
-at once, their parts queued in reading order at each ordered step; the filter takes the ids of
-the batches in hand as seen, so a copy of an event in the next batch is still a duplicate.
-Crash safety is the chain's: every step is idempotent on event ids, and the filter marks the
-batch's ids as seen only after the last step, so a replay runs through whole again and changes
-nothing. A failing batch is retried after the one in hand beside it, whose events may then
-reach the steps before the failed batch's do — as with two members of the group. Finished
-visits still go to the ``sessions`` stream for ``sync-sessions``; the tick runs the steps'
-ticks (idle visits, interrupted merges, customer snapshots).
+once more). The steps are the agents' own code, so the rules are theirs. A batch is
+acknowledged once its profiles and facts are written. Up to :data:`IN_FLIGHT` batches are in
+hand at once, queued in reading order at each ordered step (sessions, identity), so one batch's
+profiles and facts are written while the next is sessionized and resolved; the filter takes the
+ids of the batches in hand as seen, so a copy of an event in the next batch is still a
+duplicate. Crash safety is the chain's: every step is idempotent on event ids, and the filter
+marks the batch's ids as seen only after the last step, so a replay runs through whole again
+and changes nothing. A failing batch is retried after the one in hand beside it, whose events
+may then reach the steps before the failed batch's do — as with two members of the group.
+Finished visits still go to the ``sessions`` stream for ``sync-sessions``; the tick runs the
+steps' ticks (idle visits, interrupted merges, customer snapshots).
 
 ``touchpoint serve`` runs it by default. The five agents stay, for scaling a step across
 processes (``touchpoint agent identity`` on more machines); ``agents.run`` names this one or
@@ -33,7 +33,6 @@ from gateway.agents.sessions import Sessions
 from gateway.agents.sync import EventsSync
 from gateway.bus import Bus, Entry
 from gateway.config import Config
-from gateway.events import Event
 from gateway.keys import EVENTS
 
 log = logging.getLogger(__name__)
@@ -41,31 +40,11 @@ log = logging.getLogger(__name__)
 STREAM = EVENTS
 #: The agents the chain stands for.
 STEPS = ("filter", "sessions", "identity", "profile", "sync")
-#: Events per part: a batch goes through the steps as a pipeline of parts of about this size
-#: (bench/collector.py: of 2,500 to 40,000, ~10,000 ran fastest with the default batch).
-PART = 10000
-#: Batches in hand at once: the next batch's first parts run while the last parts of the one
-#: before wait on Redis and the warehouse (bench/collector.py, a round of each: 2 ran faster
-#: than 1 and 3).
+#: Batches in hand at once: the next batch is sessionized and resolved while the one before
+#: waits on Redis and the warehouse. (bench/collector.py, alternating rounds: whole batches ran
+#: level with the same batches cut into pipelined parts of 10,000 events, with fewer and larger
+#: script calls and less CPU; three in hand ran level with two.)
 IN_FLIGHT = 2
-
-
-def parts(batches: list[list[Event]], size: int) -> list[list[list[Event]]]:
-    """``batches`` (events per entry) cut, between entries, into runs of >= ``size`` events."""
-    out: list[list[list[Event]]] = []
-    run: list[list[Event]] = []
-    count = 0
-    for events in batches:
-        if not events:
-            continue
-        run.append(events)
-        count += len(events)
-        if count >= size:
-            out.append(run)
-            run, count = [], 0
-    if run:
-        out.append(run)
-    return out
 
 
 async def together(*steps: Awaitable[None]) -> None:
@@ -94,31 +73,18 @@ class Collector:
     async def __call__(self, entries: Sequence[Entry]) -> None:
         screened = await self.filter.screen(entries)
         try:
-            failed = asyncio.Event()
-            await together(*[self._part(part, failed) for part in parts(screened.events, PART)])
-            await self.filter.mark(screened)
-        finally:
-            self.filter.release(screened)
-
-    async def _part(self, batches: list[list[Event]], failed: asyncio.Event) -> None:
-        """One part through the steps. The locks keep parts in order at sessions and identity
-        (asyncio's locks are first come, first served), so a visitor's events meet the rules
-        in order, while a part's profile and facts are written as the next is resolved; once a
-        part fails, the later ones stop at the next lock (the batch is retried whole)."""
-        try:
+            # The locks keep batches in reading order at sessions and identity (asyncio's
+            # locks are first come, first served), so a visitor's events meet the rules in
+            # order, while the batch before has its profiles and facts written.
             async with self._sessions:
-                if failed.is_set():
-                    return
-                batches = await self.sessions.assign(batches)
+                batches = await self.sessions.assign(screened.events)
             async with self._identity:
-                if failed.is_set():
-                    return
                 batches = await self.identity.resolve(batches)
             events = [event for batch in batches for event in batch]
             await together(self.profiles.update(events), self.sync.load(events))
-        except BaseException:
-            failed.set()
-            raise
+            await self.filter.mark(screened)
+        finally:
+            self.filter.release(screened)
 
     async def tick(self) -> None:
         """Each step's chores; one failing does not keep the others from theirs."""

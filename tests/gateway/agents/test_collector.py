@@ -1,5 +1,5 @@
-"""collector: the chain in one pass per batch — parts in order, a failing part stops the later
-ones, and nothing is marked seen until the batch is through, so its retry counts each event once."""
+"""collector: the chain in one pass per batch — nothing is marked seen until the batch is
+through, so its retry counts each event once."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys as K
-from gateway.agents import AGENTS, AgentContext, collector
-from gateway.agents.collector import Collector, parts
+from gateway.agents import AGENTS, AgentContext
+from gateway.agents.collector import Collector
 from gateway.agents.runtime import Agent
 from gateway.bus import Bus, Entry
 from gateway.config import Config
@@ -24,13 +24,6 @@ from tests.gateway.agents.chain import COLLECTOR, FAST, Chain, ev
 from tests.helpers import eventually
 
 
-def test_parts_are_cut_between_entries() -> None:
-    sizes = [3, 0, 2, 4, 1, 2]
-    batches = [[ev(f"e{i}-{j}") for j in range(n)] for i, n in enumerate(sizes)]
-    assert [[len(b) for b in part] for part in parts(batches, 5)] == [[3, 2], [4, 1], [2]]
-    assert parts([], 5) == []
-
-
 @pytest.fixture
 async def warehouse(chain: Chain) -> AsyncIterator[Warehouse]:
     opened = await open_warehouse(chain.config)  # DuckDB under the test's data dir
@@ -39,10 +32,9 @@ async def warehouse(chain: Chain) -> AsyncIterator[Warehouse]:
     await opened.close()
 
 
-async def test_a_failing_part_stops_the_later_ones_and_the_retry_counts_once(
+async def test_a_failing_batch_writes_nothing_and_its_retry_counts_once(
     chain: Chain, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(collector, "PART", 3)  # one entry, one part
     ctx = AgentContext(chain.config, chain.client, chain.keys, chain.bus, warehouse)
     handler: Collector = AGENTS["collector"].make(ctx)  # type: ignore[assignment]
     visits = [[ev(f"e{n}", n) for n in range(i, i + 3)] for i in (0, 3, 6)]
@@ -58,7 +50,7 @@ async def test_a_failing_part_stops_the_later_ones_and_the_retry_counts_once(
     monkeypatch.setattr(handler.identity, "resolve", failing_once)
     with pytest.raises(RuntimeError, match="boom"):
         await handler(entries)
-    assert calls == [["e0", "e1", "e2"]]  # the later parts stopped at the identity lock
+    assert calls == [[f"e{n}" for n in range(9)]]
     assert await fact_events(warehouse) == 0
 
     await handler(entries)  # the runtime's retry of the batch
@@ -72,6 +64,40 @@ async def test_a_failing_part_stops_the_later_ones_and_the_retry_counts_once(
     await handler(entries)  # delivered again after it went through: all duplicates now
     assert handler.filter.stats.duplicates == 9
     assert await fact_events(warehouse) == 9
+
+
+async def test_batches_in_hand_meet_sessions_and_identity_in_reading_order(
+    chain: Chain, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = AgentContext(chain.config, chain.client, chain.keys, chain.bus, warehouse)
+    handler: Collector = AGENTS["collector"].make(ctx)  # type: ignore[assignment]
+    steps: list[str] = []
+
+    def traced(step: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(batches: list[list[Event]], *args: Any) -> Any:
+            first = batches[0][0].event_id
+            steps.append(f"{step} {first}")
+            try:
+                return await inner(batches, *args)
+            finally:
+                steps.append(f"{step} {first} done")
+
+        return call
+
+    monkeypatch.setattr(handler.sessions, "assign", traced("sessions", handler.sessions.assign))
+    monkeypatch.setattr(handler.identity, "resolve", traced("identity", handler.identity.resolve))
+    first, second = [ev(f"a{n}", n) for n in range(3)], [ev(f"b{n}", 3 + n) for n in range(3)]
+    await asyncio.gather(
+        handler([Entry("1-0", first, raw=pack(first))]),
+        handler([Entry("1-1", second, raw=pack(second))]),
+    )
+    assert [s for s in steps if s.startswith("sessions")] == [
+        "sessions a0", "sessions a0 done", "sessions b0", "sessions b0 done",
+    ]  # fmt: skip
+    assert [s for s in steps if s.startswith("identity")] == [
+        "identity a0", "identity a0 done", "identity b0", "identity b0 done",
+    ]  # fmt: skip
+    assert await fact_events(warehouse) == 6
 
 
 async def fact_events(warehouse: Warehouse) -> int:
