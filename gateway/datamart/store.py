@@ -68,64 +68,36 @@ for i = 7, #ARGV do
   end
   if fresh then
     site = site or d.site
-    -- the counters and the earliest and latest times: one read, one write
-    local incr, low, high, fields = d.incr or {}, d.min or {}, d.max or {}, {}
-    for f in pairs(incr) do fields[#fields + 1] = f end
-    for f in pairs(low) do fields[#fields + 1] = f end
-    for f in pairs(high) do fields[#fields + 1] = f end
-    if #fields > 0 then
-      local cur, set = redis.call('HMGET', p, unpack(fields)), {}
-      for k, f in ipairs(fields) do
-        local c, v = tonumber(cur[k]), nil
-        if incr[f] then v = (c or 0) + incr[f]
-        elseif low[f] then if not c or low[f] < c then v = low[f] end
-        elseif not c or high[f] > c then v = high[f] end
-        if v then set[#set + 1] = f; set[#set + 1] = string.format('%d', v) end
-      end
-      if #set > 0 then redis.call('HSET', p, unpack(set)) end
-    end
+    for f, n in pairs(d.incr or {}) do redis.call('HINCRBY', p, f, n) end
     for f, n in pairs(d.fincr or {}) do redis.call('HINCRBYFLOAT', p, f, n) end
-    local names = {}
-    for f in pairs(d.latest or {}) do names[#names + 1] = f end
-    if #names > 0 then
-      local cur, set = redis.call('HMGET', attr, unpack(names)), {}
-      for k, f in ipairs(names) do
-        local v = d.latest[f]
-        if not cur[k] or cjson.decode(cur[k]).at <= v[1] then
-          set[#set + 1] = f; set[#set + 1] = v[2]
-        end
-      end
-      if #set > 0 then redis.call('HSET', attr, unpack(set)) end
+    for f, t in pairs(d.min or {}) do
+      local cur = tonumber(redis.call('HGET', p, f))
+      if not cur or t < cur then redis.call('HSET', p, f, t) end
+    end
+    for f, t in pairs(d.max or {}) do
+      local cur = tonumber(redis.call('HGET', p, f))
+      if not cur or t > cur then redis.call('HSET', p, f, t) end
+    end
+    for f, v in pairs(d.latest or {}) do
+      local cur = redis.call('HGET', attr, f)
+      if not cur or cjson.decode(cur).at <= v[1] then redis.call('HSET', attr, f, v[2]) end
     end
     for name, items in pairs(d.recent or {}) do
-      local key, add = RECENT[name], {}
-      for _, it in ipairs(items) do add[#add + 1] = it[2]; add[#add + 1] = it[1] end
-      if #add > 0 then redis.call('ZADD', key, 'GT', unpack(add)) end
+      local key = RECENT[name]
+      for _, it in ipairs(items) do redis.call('ZADD', key, 'GT', it[2], it[1]) end
       trim[key] = recent_cap
     end
     for name, items in pairs(d.scores or {}) do
-      local key, members = SCORES[name], {}
-      for k, it in ipairs(items) do members[k] = it[1] end
-      if #members > 0 then
-        local add = {}
-        for k, score in ipairs(redis.call('ZMSCORE', key, unpack(members))) do
-          add[#add + 1] = (tonumber(score) or 0) + items[k][2]
-          add[#add + 1] = members[k]
-        end
-        redis.call('ZADD', key, unpack(add))
-      end
+      local key = SCORES[name]
+      for _, it in ipairs(items) do redis.call('ZINCRBY', key, it[2], it[1]) end
       trim[key] = interests_cap
     end
     local seen = d.sessions or {}
     if #seen > 0 or d.visits then
       local fresh = 0
-      if #seen > 0 then
-        local ids, add = {}, {}
-        for k, s in ipairs(seen) do ids[k] = s[1]; add[#add + 1] = s[2]; add[#add + 1] = s[1] end
-        for _, score in ipairs(redis.call('ZMSCORE', sessions, unpack(ids))) do
-          if not score then fresh = fresh + 1 end
-        end
-        redis.call('ZADD', sessions, 'GT', unpack(add))
+      for _, s in ipairs(seen) do
+        if not redis.call('ZSCORE', sessions, s[1]) then fresh = fresh + 1 end
+        redis.call('ZADD', sessions, 'GT', s[2], s[1])
       end
       local visits = fresh
       if d.visits then visits = d.visits - (#seen - fresh) end
