@@ -31,9 +31,8 @@ events (``--visitors`` 10,000 visits of ~10 events, 20 per entry), until its gro
 **Steps** (``--steps``): the end-to-end traffic through the collector agent's steps one after
 the other, ``bus.batch`` entries at a time, no bus and no pipelining: per step, wall time (its
 waits on Redis included), this thread's CPU time and the Redis server's (``INFO cpu``, read
-between the steps), per event; then the profiles of every
-customer touched are read and made into ``dim_customer`` rows, as the sync agent's tick does
-(time per customer).
+between the steps), per event; then the profiles of every customer touched are read and made
+into ``dim_customer`` rows, as the sync agent's tick does (time per customer).
 
 Redis: the service at ``TOUCHPOINT_TEST_REDIS_URL`` (default the loopback Redis); keys under a
 random ``bench-<hex>`` prefix per run, deleted afterwards.
@@ -619,8 +618,7 @@ async def steps(total: int, visitors: int, per_entry: int) -> None:
     """The end-to-end traffic through the collector's steps one after the other, a default
     ``bus.batch`` of entries at a time (no pipelining, so each step's time is its own): per step,
     wall time (its waits on Redis included), CPU time of this thread and of the Redis server,
-    per event. ``facts``
-    builds the warehouse rows only (the load runs on the writer thread)."""
+    per event. ``facts`` builds the warehouse rows only (the load runs on the writer thread)."""
     prefix = f"bench-{secrets.token_hex(4)}"
     config = configuration.loads(f"{SITE_CONFIG}[collector]\ntick_interval = 3600.0\n", env={})
     client = connect(URL, timeout=30.0)
