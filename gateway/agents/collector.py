@@ -67,6 +67,7 @@ class Collector:
         self.profiles = Profiles(bus, config)
         self.sync = sync
         self.tick_interval = config.collector.tick_interval
+        self.batch_entries = config.collector.batch
         self._sessions = asyncio.Lock()
         self._identity = asyncio.Lock()
 

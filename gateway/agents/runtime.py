@@ -1,7 +1,8 @@
 """The agent runtime: a named consumer-group member that feeds batches to a handler.
 
-The loop reads a batch, calls the handler, and acks only after the handler returned (a handler
-that is :class:`Overlapping` gets the next batches while earlier ones are still in hand, up to
+The loop reads a batch (``bus.batch`` entries, or a :class:`Batching` handler's own number),
+calls the handler, and acks only after the handler returned (a handler that is
+:class:`Overlapping` gets the next batches while earlier ones are still in hand, up to
 its ``batches_in_flight``; each is acked when its own call returned). A failing
 batch is retried entry by entry (so one poison entry cannot hold up the others); an entry that
 keeps failing moves to the dead-letter stream after ``bus.max_deliveries`` attempts. Entries a
@@ -63,6 +64,13 @@ class Overlapping(Protocol):
     must stay in order itself): the runtime calls it on up to ``batches_in_flight`` at once."""
 
     batches_in_flight: int
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """A handler that reads ``batch_entries`` entries at a time instead of ``bus.batch``."""
+
+    batch_entries: int
 
 
 @runtime_checkable
@@ -140,6 +148,7 @@ class Agent:
         log.info("agent %s: consumer %s on %s", self.name, self.consumer, self.stream)
         handler = self.handler
         depth = max(1, handler.batches_in_flight) if isinstance(handler, Overlapping) else 1
+        count = handler.batch_entries if isinstance(handler, Batching) else settings.batch
         #: Batches in hand, oldest first (at most ``depth``).
         in_hand: deque[asyncio.Future[None]] = deque()
         try:
@@ -156,9 +165,7 @@ class Agent:
                         # entries in hand too (they look stale when a batch takes long)
                         while in_hand:
                             await in_hand.popleft()
-                    batch = await self._next_batch(
-                        settings.batch, settings.block, settings.claim_idle
-                    )
+                    batch = await self._next_batch(count, settings.block, settings.claim_idle)
                     if batch:
                         in_hand.append(asyncio.ensure_future(self._process(batch)))
                     while in_hand and (len(in_hand) >= depth or not batch):

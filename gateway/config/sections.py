@@ -90,6 +90,9 @@ class CollectorConfig:
     recent_items: Positive = 20
     #: Seconds between an agent's periodic chores (closing idle sessions, finishing merges).
     tick_interval: Seconds = 60.0
+    #: Entries the collector agent reads at once, in place of ``bus.batch``: a larger batch
+    #: makes fewer, larger profile and identity script calls (bench/collector.py).
+    batch: Positive = 800
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,25 @@ async def test_an_overlapping_handler_gets_the_next_batch_while_one_is_in_hand(
     assert agent.stats.acked == 6 and (await group())["pending"] == 0
 
 
+async def test_a_batching_handler_reads_its_own_number_of_entries(
+    client: aioredis.Redis, prefix: str, make_config: Callable[..., Any]
+) -> None:
+    config = make_config("", prefix, "[bus]\nbatch = 2\nclaim_idle = 60\nblock = 0.05")
+    bus = Bus(client, Keys(prefix), config.bus)
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(7)])
+    calls: list[int] = []
+
+    class Batching:
+        batch_entries = 3
+
+        async def __call__(self, entries: Sequence[Entry]) -> None:
+            calls.append(len(entries))
+
+    agent = Agent("g", Batching(), bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(agent, lambda: agent.stats.acked == 7)
+    assert calls == [3, 3, 1]  # not bus.batch's 2
+
+
 async def test_with_batches_in_hand_a_poison_entry_is_still_found_alone(bus: Bus) -> None:
     await bus.publish_many(K.EVENTS, [[event(i)] for i in range(10)])
     done: list[str] = []

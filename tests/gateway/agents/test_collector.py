@@ -109,7 +109,7 @@ async def test_two_members_share_the_group_and_count_each_event_once(
 ) -> None:
     """Two collector members (two processes, or two machines with PostgreSQL) take batches of
     one group at the same time; a client's retry lands in another batch than the original."""
-    config = make_config("", prefix, "[bus]\nbatch = 3\nblock = 0.02", COLLECTOR)
+    config = make_config("", prefix, "[bus]\nblock = 0.02", COLLECTOR + "\nbatch = 3")
     chain = Chain(config, redis_client, Bus(redis_client, Keys(prefix), config.bus))
     visitors, each = 12, 15
     events = [

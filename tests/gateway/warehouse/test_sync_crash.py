@@ -119,7 +119,7 @@ async def crashing(
         prefix,
         warehouse_section,
         "[bus]\nblock = 0.05\nclaim_idle = 1.0\nbatch = 50",
-        "[collector]\nsession_timeout = 86400.0",
+        "[collector]\nsession_timeout = 86400.0\nbatch = 50",
     )
     client: aioredis.Redis = connect(service_redis_url, timeout=10)
     yield config, client, Bus(client, Keys(prefix), config.bus)
