@@ -5,17 +5,20 @@ through a single writer thread in order, which is also all DuckDB allows a file 
 run in ``readers`` threads, each on its own cursor of the same database (DuckDB releases the GIL
 while a query runs, and MVCC shows readers what the writer committed). Loads go in as one Arrow
 table per batch (``INSERT INTO t SELECT ... FROM batch ON CONFLICT ...``): ~1,000,000 rows/s
-where ``executemany`` manages ~1,400.
+where ``executemany`` manages ~1,400. A write the file cannot take (a full disk, a file size
+limit, an I/O error) rolls the batch back whole and raises :class:`WarehouseUnavailable`, so
+agents wait and retry it, as for a PostgreSQL server away, instead of dead-lettering it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import queue
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -23,7 +26,7 @@ from typing import Any, Final, TypeVar
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from gateway.errors import WarehouseError
+from gateway.errors import WarehouseError, WarehouseUnavailable
 from gateway.warehouse import migrations
 from gateway.warehouse.base import (
     COLUMNS_SQL,
@@ -55,6 +58,8 @@ _ARROW: Final[dict[Kind, Any]] = {
     "other": None,
 }
 _BATCH: Final = "_touchpoint_batch"
+#: How DuckDB says a write to its file failed; a COMMIT wraps it in a TransactionException.
+_WRITE_FAILED: Final = "Could not write file"
 
 
 class DuckDBWarehouse:
@@ -178,18 +183,13 @@ class DuckDBWarehouse:
         done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
         applied = []
         for migration in migrations.pending(done):
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(con):
                 for statement in migration.statements:
                     con.execute(statement)
                 con.execute(
                     "INSERT INTO schema_migrations VALUES ($1, $2, now())",
                     [migration.version, migration.name],
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             log.info("warehouse %s: migration %d: %s", self.path, migration.version, migration.name)
             applied.append(migration.version)
         return applied
@@ -210,8 +210,7 @@ class DuckDBWarehouse:
         """Load each group of batches in one transaction (all or none); rows added per group."""
         tables = [[_arrow(batch) for batch in batches] for batches in loads]
         con, added = self._con, [0] * len(loads)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             for n, (batches, arrows) in enumerate(zip(loads, tables, strict=True)):
                 for batch, arrow in zip(batches, arrows, strict=True):
                     con.register(_BATCH, arrow)
@@ -220,11 +219,22 @@ class DuckDBWarehouse:
                     finally:
                         con.unregister(_BATCH)
                     added[n] += int(result[0]) if result else 0
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return added
+
+
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All of the block's statements or none. A COMMIT that fails to write (a full disk) has
+    ended the transaction already: the ROLLBACK then has nothing to undo, and the COMMIT's
+    error is the one that goes up."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.TransactionException):
+            con.execute("ROLLBACK")
+        raise
 
 
 def _cores() -> int:
@@ -282,6 +292,10 @@ def _translate(path: str, exc: duckdb.Error) -> WarehouseError:
             f"{path} is in use by another process ({message}); DuckDB lets one process open it: "
             'query the running gateway (GET /v1/olap), or use warehouse.engine = "postgres"'
         )
+    if isinstance(exc, duckdb.IOException) or _WRITE_FAILED in message:
+        # a full disk, a file size limit, an I/O error: nothing is wrong with what was asked,
+        # and DuckDB goes on once the file can be written again (as PostgreSQL's class 53)
+        return WarehouseUnavailable(f"duckdb {path}: {message}")
     if isinstance(exc, duckdb.CatalogException):
         message += " (run `touchpoint warehouse migrate`?)"
     return WarehouseError(f"duckdb {path}: {message}")
