@@ -20,7 +20,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,11 @@ LAG_COUNT_CAP = 10_000
 SHARE_CAP = 25_000
 #: Seconds a producer waits for local readers to take what is kept for them.
 SHARE_WAIT = 1.0
+#: Bytes of commands :func:`execute` writes before it reads their replies. A large batch's
+#: pipeline runs for seconds in Redis (tens of MB: every visitor's session, every customer's
+#: profile), longer than ``redis.timeout``; written a part at a time, each wait lasts what one
+#: part takes (tens of ms), and the round trip per part is nothing beside its commands.
+PART_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -432,36 +437,53 @@ async def execute(client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]) -
     """Run ``commands`` as one pipeline and return their raw replies, in order (RESP2: a hash
     or a sorted set with scores comes as a flat list).
 
-    The commands are packed by hiredis (C) and sent in one write on one pooled connection;
-    redis-py's asyncio pipeline packs in Python and costs ~2x per command. An error reply
-    fails the whole call (BusUnavailable), as a Redis that refuses writes is not usable.
+    The commands are packed by hiredis (C) and sent on one pooled connection, in parts of
+    about :data:`PART_BYTES`, each part's replies read (within the connection's timeout)
+    before the next is written; redis-py's asyncio pipeline packs in Python and costs ~2x per
+    command. An error reply fails the call (BusUnavailable) once its part is read, the parts
+    after it unsent, as a Redis that refuses writes is not usable.
     """
     if not commands:
         return []
-    blob = b"".join([hiredis.pack_command(command) for command in commands])
+    packed = [hiredis.pack_command(command) for command in commands]
     pool = client.connection_pool
     try:
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     except (RedisError, OSError) as exc:
         raise BusUnavailable(f"Redis: {exc}") from exc
+    replies: list[Any] = []
     try:
-        await conn.send_packed_command(blob, check_health=False)
-        # One deadline for all the replies: a timeout context per reply costs more than
-        # reading the reply itself.
-        async with asyncio.timeout(conn.socket_timeout):
-            parser = getattr(conn, "_parser", None)
-            if _AsyncHiredisParser is not None and isinstance(parser, _AsyncHiredisParser):
-                replies = await _read_replies(parser, len(commands))
-            else:
-                replies = [await conn.read_response(timeout=math.inf) for _ in commands]
+        for part in _parts(packed):
+            await conn.send_packed_command(part, check_health=False)
+            # One deadline for the part's replies: a timeout context per reply costs more
+            # than reading the reply itself.
+            async with asyncio.timeout(conn.socket_timeout):
+                parser = getattr(conn, "_parser", None)
+                if _AsyncHiredisParser is not None and isinstance(parser, _AsyncHiredisParser):
+                    replies += await _read_replies(parser, len(part))
+                else:
+                    replies += [await conn.read_response(timeout=math.inf) for _ in part]
     except BaseException as exc:
         await conn.disconnect()  # replies half read: the connection is out of step
         if isinstance(exc, RedisError | OSError | TimeoutError):
-            raise BusUnavailable(f"Redis: {exc}") from exc
+            reason = str(exc) or f"no reply within {conn.socket_timeout} s"
+            raise BusUnavailable(f"Redis: {reason}") from exc
         raise
     finally:
         await pool.release(conn)
     return replies
+
+
+def _parts(packed: list[bytes]) -> Iterator[list[bytes]]:
+    """``packed`` commands in runs of about :data:`PART_BYTES` (at least one command each)."""
+    start, size = 0, 0
+    for end, command in enumerate(packed, 1):
+        size += len(command)
+        if size >= PART_BYTES:
+            yield packed[start:end]
+            start, size = end, 0
+    if start < len(packed):
+        yield packed[start:]
 
 
 async def _read_replies(parser: _AsyncHiredisParser, count: int) -> list[Any]:

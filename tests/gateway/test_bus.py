@@ -12,6 +12,7 @@ from gateway import bus as bus_module
 from gateway import keys as K
 from gateway.bus import Bus
 from gateway.errors import BusUnavailable
+from gateway.redis import connect
 from tests.helpers import event, eventually
 
 STREAM = K.EVENTS
@@ -184,3 +185,41 @@ async def test_execute_reads_every_reply_then_raises_an_error_reply(bus: Bus) ->
     with pytest.raises(BusUnavailable, match="WRONGTYPE"):
         await bus.execute(commands)
     assert await bus.execute([(b"GET", key), (b"DEL", key)]) == [b"1", 1]  # still in step
+
+
+#: Busy for ARGV[1] ms of the server's clock (a command that takes long in Redis).
+SLOW = """
+local t = redis.call('TIME')
+local until_us = t[1] * 1000000 + t[2] + ARGV[1] * 1000
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_us
+return 1
+"""
+
+
+async def test_execute_writes_a_long_pipeline_in_parts_each_within_the_timeout(
+    service_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline that runs longer in Redis than the client's timeout (a large batch's) is not
+    a timeout: each part's replies are read before the next part is written."""
+    monkeypatch.setattr(bus_module, "PART_BYTES", 1)  # one command a part
+    client = connect(service_redis_url, timeout=0.25)
+    try:
+        slow = [(b"EVAL", SLOW, 0, 50)] * 8  # 400 ms in all, 50 ms a part
+        assert await bus_module.execute(client, slow) == [1] * 8
+        monkeypatch.setattr(bus_module, "PART_BYTES", 1 << 20)  # all in one part: too long
+        with pytest.raises(BusUnavailable, match=r"no reply within 0\.25 s"):
+            await bus_module.execute(client, slow)
+    finally:
+        await client.aclose()
+
+
+async def test_execute_parts_keep_the_order_and_stop_at_an_error(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus_module, "PART_BYTES", 60)  # a few commands a part
+    key, other = bus.keys.stream("scratch"), bus.keys.stream("other")
+    assert await bus.execute([(b"INCR", key)] * 25) == list(range(1, 26))
+    monkeypatch.setattr(bus_module, "PART_BYTES", 1)  # one command a part
+    with pytest.raises(BusUnavailable, match="WRONGTYPE"):
+        await bus.execute([(b"LPUSH", key, b"x"), *[(b"SET", other, b"1")] * 20])
+    assert await bus.execute([(b"EXISTS", other), (b"DEL", key)]) == [0, 1]
