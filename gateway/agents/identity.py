@@ -175,20 +175,33 @@ class _Site:
 
     def settle(self) -> None:
         """Set each event's ``customer_id``: its item's, followed through the merges made
-        between the item's first event and it."""
-        merges = self.merges
+        between the item's first event and it (looked up by the merged customer, so many
+        merges in a batch cost no more per event than the few its customer went through)."""
+        #: Per merged customer, its merges: (their place in :attr:`merges`, event place, survivor).
+        into: dict[str, list[tuple[int, int, str]]] = {}
+        for n, (at, merged, survivor) in enumerate(self.merges):
+            into.setdefault(merged, []).append((n, at, survivor))
         for item in self.items:
             customer = item.customer
-            if not merges or len(item.events) == 1:
+            if not into or len(item.events) == 1:
                 for event in item.events:
                     event.customer_id = customer
                 continue
             first = item.places[0]
             for event, place in zip(item.events, item.places, strict=True):
-                current = customer
-                for at, merged, survivor in merges:
-                    if first < at < place and merged == current:
-                        current = survivor
+                current, last = customer, -1
+                while current in into:
+                    step = next(
+                        (
+                            (n, survivor)
+                            for n, at, survivor in into.get(current, ())
+                            if n > last and first < at < place
+                        ),
+                        None,
+                    )
+                    if step is None:
+                        break
+                    last, current = step
                 event.customer_id = current
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from gateway import keys as K
+from gateway.agents.identity import _Item, _Site
 from gateway.datamart import identity
 from gateway.datamart.profiles import explain, find_customer, get_profile, get_profiles
 from tests.gateway.agents.chain import Chain, by_id, ev
@@ -232,3 +234,40 @@ async def test_repeated_identifiers_resolve_once_and_follow_a_merge_between(
     assert out["m"].customer_id == out["p3"].customer_id == bob  # after it, as one by one
     assert out["n1"].customer_id == out["n2"].customer_id not in (None, u1, bob)
     assert await customer(chain, "anonymous_id", "a1") == bob
+
+
+def test_settle_follows_merges_as_a_scan_of_them_all_would() -> None:
+    """Settling looks merges up by the merged customer; on random batches (chains of merges,
+    two merges made by one event, merges outside an item's span) it gives each event the
+    customer a scan of every merge in order gives."""
+    rng = random.Random(5)
+    for _ in range(300):
+        site = _Site("demo")
+        places = list(range(60))
+        rng.shuffle(places)
+        customers = [f"c{n}" for n in range(8)]
+        for n in range(rng.randint(1, 10)):
+            taken = sorted(places[n * 6 : n * 6 + rng.randint(1, 6)])
+            item = _Item(ev(f"e{taken[0]}"), taken[0], {})
+            for place in taken[1:]:
+                item.events.append(ev(f"e{place}"))
+                item.places.append(place)
+            item.customer = rng.choice([*customers, None])
+            site.items.append(item)
+        at = sorted(rng.sample(range(60), rng.randint(0, 12)))
+        for place in at + at[: rng.randint(0, 2)]:  # some events make two merges
+            site.merges.append((place, rng.choice(customers), rng.choice(customers)))
+        site.merges.sort(key=lambda merge: merge[0])
+        site.settle()
+        for item in site.items:
+            for event, place in zip(item.events, item.places, strict=True):
+                assert event.customer_id == scanned(site.merges, item, place)
+
+
+def scanned(merges: list[tuple[int, str, str]], item: _Item, place: int) -> str | None:
+    """The customer of the event at ``place``: every merge in order, as settling once did."""
+    current = item.customer
+    for at, merged, survivor in merges:
+        if item.places[0] < at < place and merged == current:
+            current = survivor
+    return current
