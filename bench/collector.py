@@ -23,7 +23,9 @@ events published minus the duplicates, with the bots flagged, and ``fact_sale`` 
 line. Once on DuckDB (a temp dir) and once on PostgreSQL (``TOUCHPOINT_TEST_DATABASE_URL``,
 default the loopback server, in a fresh schema dropped afterwards; skipped with a note when it
 does not answer). ``collector.tick_interval`` is an hour, so the idle-session sweep does not
-fire at a random point of the run.
+fire at a random point of the run; ``--collector 'KEY = VALUE'`` sets another ``[collector]``
+key (``'batch = 200'``). It also prints how long the event loop went without running other
+tasks (:class:`Stalls`): what an HTTP request would wait in a ``serve`` running the agents.
 
 **Per agent** (``--per-agent``): filter, sessions, identity and profile each alone on ~84,000
 events (``--visitors`` 10,000 visits of ~10 events, 20 per entry), until its group is drained.
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import itertools
 import os
@@ -335,6 +338,42 @@ class Run:
         return self.published / self.seconds
 
 
+class Stalls:
+    """How long the event loop went without running other tasks: a probe that asks to wake
+    every 10 ms records how late it woke (what an HTTP request to a ``serve`` running the
+    agents in-process would wait on top of its own work)."""
+
+    TICK = 0.01
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._probe())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            await asyncio.sleep(self.TICK)
+            self.late.append(loop.time() - began - self.TICK)
+
+    def summary(self) -> str:
+        late = sorted(self.late) or [0.0]
+        p99 = late[min(len(late) - 1, int(len(late) * 0.99))]
+        return (
+            f"event loop stalls: longest {late[-1] * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms, "
+            f"{sum(x >= 0.1 for x in late):,} of 100 ms or more (a 10 ms probe, woken late)"
+        )
+
+
 async def drained(bus: Bus, stream: str, group: str) -> bool:
     key = bus.keys.stream(stream)
     for info in await bus.client.xinfo_groups(key):
@@ -380,12 +419,18 @@ async def until_loaded(
 
 
 async def end_to_end(
-    engine: str, shop: Shop, names: Sequence[str], warehouse_section: str, data_dir: str
+    engine: str,
+    shop: Shop,
+    names: Sequence[str],
+    warehouse_section: str,
+    data_dir: str,
+    collector: Sequence[str] = (),
 ) -> Run:
     prefix = f"bench-{secrets.token_hex(4)}"
+    settings = "".join(f"{line}\n" for line in collector)
     config = configuration.loads(
         f'{SITE_CONFIG}[data]\ndir = "{data_dir}"\n[collector]\ntick_interval = 3600.0\n'
-        f"{warehouse_section}\n",
+        f"{settings}{warehouse_section}\n",
         env={},
     )
     client = connect(URL, timeout=config.bus.block + config.redis.timeout)
@@ -405,16 +450,20 @@ async def end_to_end(
             agent.handler = timed[agent.name]
         pool = AgentPool(agents)
         expected = shop.published - shop.duplicates
+        stalls = Stalls()
         began, wall = time.perf_counter(), time.time()
         cpu, loop_cpu = time.process_time(), time.thread_time()
         pool.start()
+        stalls.start()
         try:
             await asyncio.wait_for(until_loaded(bus, warehouse, agents, expected), timeout=900)
         finally:
             took = time.perf_counter() - began
             cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
+            await stalls.stop()
             await pool.stop()
         run = Run(engine, took, shop.published, cpu=cpu, loop_cpu=loop_cpu)
+        run.notes.append(stalls.summary())
         for agent in agents:
             s = agent.stats
             run.agents.append(
@@ -514,7 +563,8 @@ async def run_engines(args: argparse.Namespace) -> list[Run | str]:
     for engine in args.engines.split(","):
         with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
             if engine == "duckdb":
-                run = await end_to_end("DuckDB", shop, names, '[warehouse]\nengine = "duckdb"', tmp)
+                section = '[warehouse]\nengine = "duckdb"'
+                run = await end_to_end("DuckDB", shop, names, section, tmp, args.collector)
             else:
                 try:
                     label = f"PostgreSQL {await postgres_version()}"
@@ -526,7 +576,7 @@ async def run_engines(args: argparse.Namespace) -> list[Run | str]:
                 dsn = with_search_path(DATABASE_URL, schema)
                 section = f'[warehouse]\nengine = "postgres"\ndsn = "{dsn}"'
                 try:
-                    run = await end_to_end(label, shop, names, section, tmp)
+                    run = await end_to_end(label, shop, names, section, tmp, args.collector)
                 finally:
                     await on_server(f'DROP SCHEMA "{schema}" CASCADE')
         print(f"  {run.engine}: {run.rate:,.0f} events/s", file=sys.stderr)
@@ -702,6 +752,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--per-entry", type=int, help="default 100 (per agent: 20)")
     parser.add_argument("--engines", default="duckdb,postgres", help="end to end: warehouses")
     parser.add_argument("--agents", default=",".join(PIPELINE), help="end to end: agents run")
+    parser.add_argument(
+        "--collector",
+        action="append",
+        default=[],
+        metavar="'KEY = VALUE'",
+        help="end to end: a [collector] setting (TOML), e.g. 'batch = 200'; repeatable",
+    )
     args = parser.parse_args(argv)
     if unknown := set(args.engines.split(",")) - {"duckdb", "postgres"}:
         parser.error(f"--engines: unknown {', '.join(sorted(unknown))} (duckdb, postgres)")
