@@ -158,10 +158,13 @@ class Filter:
             log.warning(
                 "filter: dropped %d malformed event(s), e.g. %r: %s", len(dropped), *dropped[0]
             )
+        # What is in hand now, taken before asking Redis: an id released after this was marked
+        # before its release, so Redis has it by then (taken after the reply, a batch marked
+        # and released meanwhile would be in neither).
+        held = {site: set(self._in_hand.get(site, ())) for site in by_site}
         seen = await self._seen(by_site, bucket)
-        for site, held in self._in_hand.items():
-            if site in seen:
-                seen[site].update(held)
+        for site, taken in held.items():
+            seen[site].update(taken)
         screened = Screened([], [], {site: [] for site in by_site}, bucket)
         fresh = screened.fresh
         for events, same in zip(kept, whole, strict=True):

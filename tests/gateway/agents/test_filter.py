@@ -118,3 +118,30 @@ async def test_a_screen_started_while_another_waits_on_redis_sees_its_ids(
     assert [e.event_id for e in held.events[0]] == ["e1", "e2"]
     assert [e.event_id for e in later.events[0]] == ["e3"]
     assert screen.stats.duplicates == 1
+
+
+async def test_a_batch_marked_and_released_while_a_screen_waits_on_redis_is_still_seen(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch in hand finishes (marked in Redis, released) between the next screen's look-up
+    in Redis and its reply: its ids are in neither what Redis answered nor what is in hand by
+    then, so the screen takes what was in hand before it asked."""
+    screen = Filter(chain.bus, chain.config)
+    held = await screen.screen([Entry("1-0", [ev("e1", 0), ev("e2", 1)])])
+    seen, asked, gate = screen._seen, asyncio.Event(), asyncio.Event()
+
+    async def reply_late(by_site: dict[str, list[str]], bucket: int) -> dict[str, set[str]]:
+        found = await seen(by_site, bucket)  # Redis answered: e2 not marked yet
+        asked.set()
+        await gate.wait()
+        return found
+
+    monkeypatch.setattr(screen, "_seen", reply_late)
+    second = asyncio.create_task(screen.screen([Entry("1-1", [ev("e2", 1), ev("e3", 2)])]))
+    await asked.wait()
+    await screen.mark(held)  # the first batch is through meanwhile
+    screen.release(held)
+    gate.set()
+    later = await second
+    assert [e.event_id for e in later.events[0]] == ["e3"]
+    assert screen.stats.duplicates == 1
