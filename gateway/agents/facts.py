@@ -8,13 +8,14 @@ value up by name (``Records.dicts()`` gives them as dicts).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
 from gateway.events import Event
+from gateway.pacing import paced
 from gateway.warehouse.base import Records
 
 Row = dict[str, Any]
@@ -180,21 +181,47 @@ def message_record(event: Event) -> tuple[Any, ...] | None:
     )
 
 
+class _Facts:
+    """The rows of a batch's fact tables, added a run of events at a time."""
+
+    __slots__ = ("messages", "rows", "sales")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.sales: list[tuple[Any, ...]] = []
+        self.messages: list[tuple[Any, ...]] = []
+
+    def add(self, events: Iterable[Event]) -> None:
+        rows, sales, messages = self.rows, self.sales, self.messages
+        for event in events:
+            rows.append(event_record(event))
+            name = event.name
+            if name in ORDER_EVENTS:
+                sales += sale_records(event)
+            elif name in MESSAGE_STATUSES and (message := message_record(event)) is not None:
+                messages.append(message)
+
+    def records(self) -> list[Records]:
+        """Per table with rows, its :class:`Records`."""
+        found = [
+            Records("fact_event", EVENT_COLUMNS, self.rows),
+            Records("fact_sale", SALE_COLUMNS, self.sales),
+            Records("fact_message", MESSAGE_COLUMNS, self.messages),
+        ]
+        return [r for r in found if r.rows]
+
+
 def fact_records(events: Iterable[Event]) -> list[Records]:
     """The rows of every fact table a batch of events loads (tables without rows left out)."""
-    rows: list[tuple[Any, ...]] = []
-    sales: list[tuple[Any, ...]] = []
-    messages: list[tuple[Any, ...]] = []
-    for event in events:
-        rows.append(event_record(event))
-        name = event.name
-        if name in ORDER_EVENTS:
-            sales += sale_records(event)
-        elif name in MESSAGE_STATUSES and (message := message_record(event)) is not None:
-            messages.append(message)
-    found = [
-        Records("fact_event", EVENT_COLUMNS, rows),
-        Records("fact_sale", SALE_COLUMNS, sales),
-        Records("fact_message", MESSAGE_COLUMNS, messages),
-    ]
-    return [r for r in found if r.rows]
+    facts = _Facts()
+    facts.add(events)
+    return facts.records()
+
+
+async def paced_fact_records(events: Sequence[Event]) -> list[Records]:
+    """:func:`fact_records`, giving the event loop back between runs of events
+    (:mod:`gateway.pacing`)."""
+    facts = _Facts()
+    async for part in paced(events):
+        facts.add(part)
+    return facts.records()

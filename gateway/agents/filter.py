@@ -27,6 +27,7 @@ from gateway.bus import Bus, Entry
 from gateway.config import Config
 from gateway.events import Event, pack
 from gateway.keys import EVENTS, FILTERED
+from gateway.pacing import Pace
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,9 @@ class Filter:
         dropped: list[tuple[str, str]] = []
         by_site: dict[str, list[str]] = {}
         sites = self.sites
+        pace = Pace()
         for entry in entries:
+            await pace()
             good = []
             same = True
             for event in entry.events:
@@ -168,6 +171,7 @@ class Filter:
         screened = Screened([], [], {site: [] for site in by_site}, bucket)
         fresh = screened.fresh
         for events, same in zip(kept, whole, strict=True):
+            await pace()
             unique = []
             for event in events:
                 site_seen = seen[event.site]

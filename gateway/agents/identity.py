@@ -24,6 +24,7 @@ from gateway.datamart.identifiers import identifiers_of
 from gateway.datamart.lua import execute, text
 from gateway.datamart.store import StoreSettings, complete_merge
 from gateway.events import Event
+from gateway.pacing import Pace
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class Identity:
         out = [list(events) for events in batches]
         by_site: dict[str, _Site] = {}
         place = 0
+        pace = Pace()
         for events in out:
+            await pace()
             for event in events:
                 if event.context.get("bot") is True:  # flagged by the filter
                     continue
@@ -96,7 +99,7 @@ class Identity:
                     graph.merges.append((chunk[index].places[0], merged, survivor))
                     await self._fold(graph.site, merged, survivor)
             for graph in by_site.values():
-                graph.settle()
+                await graph.settle()
             if created:  # so the read API finds a new customer's site before its profile
                 await execute(
                     self.bus,
@@ -173,7 +176,7 @@ class _Site:
         else:
             self._open.pop(key, None)
 
-    def settle(self) -> None:
+    async def settle(self) -> None:
         """Set each event's ``customer_id``: its item's, followed through the merges made
         between the item's first event and it (looked up by the merged customer, so many
         merges in a batch cost no more per event than the few its customer went through)."""
@@ -181,7 +184,9 @@ class _Site:
         into: dict[str, list[tuple[int, int, str]]] = {}
         for n, (at, merged, survivor) in enumerate(self.merges):
             into.setdefault(merged, []).append((n, at, survivor))
+        pace = Pace()
         for item in self.items:
+            await pace()
             customer = item.customer
             if not into or len(item.events) == 1:
                 for event in item.events:

@@ -12,15 +12,16 @@ another goes to the survivor once the fold is complete (:mod:`gateway.datamart.s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from gateway import keys as K
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
-from gateway.datamart.deltas import combined
+from gateway.datamart.deltas import Combined, combined
 from gateway.datamart.store import StoreSettings, apply
 from gateway.events import Event
+from gateway.pacing import Pace, paced
 
 STREAM = K.IDENTIFIED
 
@@ -34,15 +35,20 @@ class Profiles:
         self.applied = 0
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
-        await self.update(event for entry in entries for event in entry.events)
+        await self.update([event for entry in entries for event in entry.events])
 
-    async def update(self, events: Iterable[Event]) -> None:
+    async def update(self, events: Sequence[Event]) -> None:
         """Apply ``events`` (identified) to their customers' profiles."""
         groups: dict[str, list[Event]] = {}
-        for event in events:
-            if event.customer_id and event.context.get("bot") is not True:
-                groups.setdefault(event.customer_id, []).append(event)
-        changes = {customer: combined(events) for customer, events in groups.items()}
+        async for part in paced(events):
+            for event in part:
+                if event.customer_id and event.context.get("bot") is not True:
+                    groups.setdefault(event.customer_id, []).append(event)
+        changes: dict[str, list[Combined]] = {}
+        pace = Pace()
+        for customer, mine in groups.items():
+            await pace()
+            changes[customer] = combined(mine)
         self.applied += await apply(self.bus, self.bus.keys, changes, self.settings)
 
 

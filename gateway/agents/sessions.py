@@ -40,6 +40,7 @@ from gateway.datamart.sessions import (
 )
 from gateway.errors import BusUnavailable
 from gateway.events import Event
+from gateway.pacing import Pace
 
 STREAM = K.FILTERED
 OUTPUT = K.SESSIONIZED
@@ -138,7 +139,9 @@ class Sessions:
         now = now_ms or int(time.time() * 1000)
         out = [list(events) for events in batches]
         pending: dict[Visitor, _Plan] = {}
+        pace = Pace()
         for events in out:
+            await pace()
             for event in events:
                 # sessionized(), inline: this runs for every event
                 who = event.anonymous_id or event.user_id
@@ -165,7 +168,9 @@ class Sessions:
     async def _load(self, plans: dict[Visitor, _Plan], now: int) -> None:
         bucket = now // self.window_ms
         commands: list[tuple[Any, ...]] = []
+        pace = Pace()
         for (site, visitor), plan in plans.items():
+            await pace()
             ids = plan.ids
             commands += [
                 (b"HMGET", plan.key, b"v", b"s"),
@@ -174,6 +179,7 @@ class Sessions:
             ]
         replies = await execute(self.bus, commands)
         for n, plan in enumerate(plans.values()):
+            await pace()
             (version, blob), current, previous = replies[3 * n : 3 * n + 3]
             plan.version = text(version) if version else ""
             plan.state = unpack_state(blob) if blob else None
@@ -190,7 +196,9 @@ class Sessions:
         ended: list[tuple[SessionRecord, _Plan]] = []
         writes: list[tuple[Any, ...]] = []
         written: list[Visitor] = []
+        pace = Pace()
         for (site, visitor), plan in plans.items():
+            await pace()
             rules = self.rules.get(site, self.default_rules)
             state, assigned, known = plan.state, dict[str, str](), plan.known
             for event in plan.items:

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from gateway.agents.facts import Row, date_key, fact_records
+from gateway.agents.facts import Row, date_key, paced_fact_records
 from gateway.agents.runtime import Handler
 from gateway.bus import Entry
 from gateway.datamart import profiles
@@ -65,7 +65,7 @@ class EventsSync:
 
     async def load(self, events: Sequence[Event]) -> None:
         """``events`` (identified) into the facts; their customers noted for the tick."""
-        loads = fact_records(events)
+        loads = await paced_fact_records(events)
         if loads:  # one transaction: a batch's facts are all in or all out
             await self.warehouse.insert_records(loads)
         customers = {e.customer_id for e in events if e.customer_id}

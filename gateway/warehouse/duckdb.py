@@ -58,6 +58,8 @@ _ARROW: Final[dict[Kind, Any]] = {
     "other": None,
 }
 _BATCH: Final = "_touchpoint_batch"
+#: Rows converted to Arrow at a time (a few ms each).
+_SLICE: Final = 2048
 #: How DuckDB says a write to its file failed; a COMMIT wraps it in a TransactionException.
 _WRITE_FAILED: Final = "Could not write file"
 
@@ -248,15 +250,24 @@ def _cores() -> int:
 def _arrow(batch: Batch) -> Any:
     """The batch as an Arrow table typed like its columns (a bad value names its column).
 
-    Unchecked rows become one struct array, converted in C without a Python pass per column
-    (bench/collector.py); a value that does not fit raises :class:`Refused`."""
+    Unchecked rows become struct arrays, converted in C without a Python pass per column
+    (bench/collector.py), :data:`_SLICE` rows at a time: the conversion keeps the GIL while it
+    runs, and the event loop's thread gets it back between slices; a value that does not fit
+    raises :class:`Refused`."""
     if batch.rows is not None:
         types = [_ARROW[batch.table.columns[c]] for c in batch.columns]
         if None in types:  # a column of a kind Arrow is not told: let the checked path infer
             raise Refused(f"{batch.table.name}: a column of another type")
         struct = pa.struct(list(zip(batch.columns, types, strict=True)))
+        rows = batch.rows
         try:
-            return pa.Table.from_struct_array(pa.array(batch.rows, type=struct))
+            return pa.Table.from_batches(
+                [
+                    pa.RecordBatch.from_struct_array(pa.array(rows[i : i + _SLICE], type=struct))
+                    for i in range(0, len(rows), _SLICE)
+                ],
+                schema=pa.schema(struct),
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
             raise Refused(f"{batch.table.name}: {exc}") from None
     arrays = []

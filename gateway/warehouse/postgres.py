@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from gateway.errors import WarehouseError, WarehouseUnavailable
+from gateway.pacing import paced
 from gateway.warehouse import migrations
 from gateway.warehouse.base import (
     COLUMNS_SQL,
@@ -195,7 +196,7 @@ class PostgresWarehouse:
                     )
                     try:
                         await con.copy_records_to_table(
-                            scratch, records=copied, columns=batch.columns
+                            scratch, records=_paced(copied), columns=batch.columns
                         )
                     except (TypeError, ValueError, IndexError) as exc:  # a value, a row too short
                         error = Refused if batch.rows is not None else WarehouseError
@@ -204,6 +205,14 @@ class PostgresWarehouse:
                     await con.execute(f'DROP TABLE "{scratch}"')
                     added[n] += int(status.rsplit(" ", 1)[-1])
         return added
+
+
+async def _paced(rows: Sequence[Any]) -> AsyncIterator[Any]:
+    """``rows`` for COPY, which encodes them on the event loop: a slice at a time
+    (:mod:`gateway.pacing`), not 80,000 rows at once."""
+    async for part in paced(rows, 1024):
+        for row in part:
+            yield row
 
 
 async def _init(con: asyncpg.Connection) -> None:

@@ -4,6 +4,7 @@ through, so its retry counts each event once."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import keys as K
+from gateway import pacing
 from gateway.agents import AGENTS, AgentContext
 from gateway.agents.collector import Collector
 from gateway.agents.runtime import Agent
@@ -147,3 +149,30 @@ async def test_two_members_share_the_group_and_count_each_event_once(
             member.stop()
         await asyncio.gather(*tasks)
         await warehouse.close()
+
+
+async def test_every_step_hands_the_event_loop_back_while_it_works_through_a_batch(
+    chain: Chain, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is seconds of Python at full size: each step's per-event loop lets the loop run
+    others (the HTTP server of ``serve``) between slices. With a slice of 0 s every look at
+    the clock yields; the functions that yielded are noted."""
+    monkeypatch.setattr(pacing, "SLICE", 0.0)
+    yielded: set[str] = set()
+    sleep = asyncio.sleep
+
+    async def noting(delay: float) -> None:
+        yielded.update(frame.function for frame in inspect.stack()[1:8])
+        await sleep(delay)
+
+    monkeypatch.setattr(pacing.asyncio, "sleep", noting)
+    ctx = AgentContext(chain.config, chain.client, chain.keys, chain.bus, warehouse)
+    handler: Collector = AGENTS["collector"].make(ctx)  # type: ignore[assignment]
+    visits = [[ev(f"e{i}-{n}", n, anonymous_id=f"a{i}") for n in range(300)] for i in range(4)]
+    await handler([Entry(f"1-{i}", events, raw=pack(events)) for i, events in enumerate(visits)])
+    monkeypatch.setattr(pacing.asyncio, "sleep", sleep)
+    assert {
+        "_screen", "assign", "_load", "_commit", "resolve", "settle", "update",
+        "paced_fact_records",
+    } <= yielded  # fmt: skip
+    assert await fact_events(warehouse) == 1200

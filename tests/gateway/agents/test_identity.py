@@ -236,7 +236,7 @@ async def test_repeated_identifiers_resolve_once_and_follow_a_merge_between(
     assert await customer(chain, "anonymous_id", "a1") == bob
 
 
-def test_settle_follows_merges_as_a_scan_of_them_all_would() -> None:
+async def test_settle_follows_merges_as_a_scan_of_them_all_would() -> None:
     """Settling looks merges up by the merged customer; on random batches (chains of merges,
     two merges made by one event, merges outside an item's span) it gives each event the
     customer a scan of every merge in order gives."""
@@ -258,7 +258,7 @@ def test_settle_follows_merges_as_a_scan_of_them_all_would() -> None:
         for place in at + at[: rng.randint(0, 2)]:  # some events make two merges
             site.merges.append((place, rng.choice(customers), rng.choice(customers)))
         site.merges.sort(key=lambda merge: merge[0])
-        site.settle()
+        await site.settle()
         for item in site.items:
             for event, place in zip(item.events, item.places, strict=True):
                 assert event.customer_id == scanned(site.merges, item, place)
