@@ -91,8 +91,8 @@ class CollectorConfig:
     #: Seconds between an agent's periodic chores (closing idle sessions, finishing merges).
     tick_interval: Seconds = 60.0
     #: Entries the collector agent reads at once, in place of ``bus.batch``: a larger batch
-    #: makes fewer, larger profile and identity script calls (bench/collector.py), and holds
-    #: the event loop longer (HTTP requests of an in-process collector wait behind it).
+    #: makes fewer, larger profile and identity script calls (bench/collector.py) and holds
+    #: more events in memory.
     batch: Positive = 800
 
 
