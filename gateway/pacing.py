@@ -4,7 +4,9 @@
 80,000 events is seconds of Python, and a request arriving meanwhile would wait for all of it
 (bench/collector.py prints these stalls). The steps' per-event loops go through :func:`paced`
 (or call a :class:`Pace` themselves), which lets the loop run others' callbacks once the step
-has held it for :data:`SLICE` seconds, at the cost of one loop turn (~20 µs) per slice.
+has held it for :data:`SLICE` seconds. The price, measured end to end (bench/collector.py,
+slices of 5 ms against none in the same tree, alternating): 3-13 % fewer events/s, more than
+the turns themselves cost — the batches in hand interleave more finely.
 """
 
 from __future__ import annotations

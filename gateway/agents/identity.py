@@ -196,17 +196,12 @@ class _Site:
             for event, place in zip(item.events, item.places, strict=True):
                 current, last = customer, -1
                 while current in into:
-                    step = next(
-                        (
-                            (n, survivor)
-                            for n, at, survivor in into.get(current, ())
-                            if n > last and first < at < place
-                        ),
-                        None,
-                    )
-                    if step is None:
+                    for n, at, survivor in into[current]:
+                        if n > last and first < at < place:  # the next merge of it, in span
+                            last, current = n, survivor
+                            break
+                    else:
                         break
-                    last, current = step
                 event.customer_id = current
 
 

@@ -65,16 +65,17 @@ def classify(
     *,
     medium: str | None = None,
     source: str | None = None,
-    page_host: str = "",
+    page: str = "",
 ) -> ReferrerClass:
-    """The class of a visit's entry: utm tags first, then the referring host."""
+    """The class of a visit's entry: utm tags first, then the referring host (a referrer on
+    the site of ``page``, the landing page's URL or host, is ``direct``)."""
     medium = (medium or "").strip().lower()
     if medium in EMAIL_MEDIUMS:
         return "email"
     if medium or (source or "").strip():
         return "campaign"
     host = host_of(referrer)
-    if not host or same_site(host, host_of(page_host) or page_host):
+    if not host or same_site(host, host_of(page) or page):
         return "direct"
     if _listed(host, WEBMAIL):
         return "email"

@@ -261,7 +261,7 @@ def open_session(
             referrer,
             medium=campaign.get("medium"),
             source=campaign.get("source"),
-            page_host=url or "",  # its host is only read when there is a referrer
+            page=url or "",  # its host is only parsed when there is a referrer
         ),
         campaign=campaign,
         campaign_key=campaign_key(campaign),

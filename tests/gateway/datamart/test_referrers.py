@@ -35,12 +35,12 @@ from gateway.datamart.referrers import classify, host_of
 def test_classes(
     referrer: str | None, medium: str | None, source: str | None, expected: str
 ) -> None:
-    assert classify(referrer, medium=medium, source=source, page_host="shop.example") == expected
+    assert classify(referrer, medium=medium, source=source, page="shop.example") == expected
 
 
 def test_subdomains_of_the_site_are_direct() -> None:
-    assert classify("https://checkout.shop.example/", page_host="shop.example") == "direct"
-    assert classify("https://shop.example/", page_host="https://www.shop.example/p/1") == "direct"
+    assert classify("https://checkout.shop.example/", page="shop.example") == "direct"
+    assert classify("https://shop.example/", page="https://www.shop.example/p/1") == "direct"
 
 
 def test_host_of() -> None:
