@@ -117,8 +117,11 @@ class EmbeddedRedis:
         return self._proc.pid if self._proc else None
 
     async def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:  # data.dir under a file, no permission...
+            raise EmbeddedRedisError(f"embedded redis: cannot make {self.dir}: {exc}") from exc
         if await self._answers(patient=True):
             log.warning("embedded redis: a server already answers on %s; using it", self.socket)
         else:

@@ -162,7 +162,12 @@ class DuckDBWarehouse:
 
     def _connect(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # data.dir under a file, no permission...
+                raise WarehouseError(
+                    f"duckdb {self.path}: cannot make its directory: {exc}"
+                ) from exc
         db = duckdb.connect(self.path)
         db.execute("SET TimeZone = 'UTC'")  # per connection: hour, week, date_key in UTC
         db.execute(f"SET threads = {int(self.threads)}")  # for the whole database

@@ -109,3 +109,23 @@ def test_serve_refuses_the_collector_with_one_of_its_steps(
     err = capsys.readouterr().err
     assert f"{config.source}: agents.run: collector runs filter, sessions" in err
     assert "also named: identity, sync" in err
+
+
+def test_a_data_dir_that_cannot_be_made_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``data.dir`` under a file: the embedded Redis (``serve``) and the DuckDB file
+    (``warehouse migrate``) say which directory they cannot make, no traceback."""
+    (tmp_path / "file").touch()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[data]\ndir = "{tmp_path / "file" / "var"}"\n[sites.demo]\nwrite_key = "demo-write-key"\n'
+    )
+    for command, what in (
+        (["serve"], "embedded redis: cannot make"),
+        (["warehouse", "migrate"], "warehouse.duckdb: cannot make its directory"),
+    ):
+        assert cli.main([*command, "--config", str(config)]) == 2
+        err = capsys.readouterr().err  # serve logs a line about its admin token first
+        assert err.splitlines()[-1].startswith("touchpoint: error: ") and what in err, err
+        assert "Traceback" not in err
