@@ -340,10 +340,13 @@ async def _olap(config: configuration.Config, query: Query) -> Result:
 
 def tune_gc() -> None:
     """Fewer, later collections: a gateway holds few long-lived cycles but allocates many
-    short-lived containers per event (bench/bus.py: consume+ack ~1.4x with this)."""
+    short-lived containers per event (bench/bus.py: consume+ack ~1.4x with this), and the
+    collector holds a batch's events (tens of thousands) for a second or more, which every young
+    collection walked again (bench/collector.py, timed with ``gc.callbacks``: 0.9-1.3 s of a run
+    in collections with a young threshold of 50,000, 0.3 s with 1,000,000)."""
     gc.collect()
     gc.freeze()  # what start-up allocated is never collected again
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(1_000_000, 10, 10)
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
