@@ -20,7 +20,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from gateway import keys as K
+from gateway import pacing
 from gateway.config import BusConfig
 from gateway.errors import BusUnavailable
 from gateway.events import Event, pack, unpack
@@ -51,10 +52,11 @@ SHARE_CAP = 25_000
 SHARE_WAIT = 1.0
 #: Entries decoded between two looks at the clock (:mod:`gateway.pacing`): ~100 events each.
 DECODE_STRIDE = 8
-#: Bytes of commands :func:`execute` writes before it reads their replies. A large batch's
+#: Bytes of commands in one part of an :func:`execute` pipeline at most. A large batch's
 #: pipeline runs for seconds in Redis (tens of MB: every visitor's session, every customer's
-#: profile), longer than ``redis.timeout``; written a part at a time, each wait lasts what one
-#: part takes (tens of ms), and the round trip per part is nothing beside its commands.
+#: profile), longer than ``redis.timeout``; written a part at a time (one ahead of the replies
+#: read), each wait lasts what a part or two take (tens of ms), and the round trip per part is
+#: nothing beside its commands.
 PART_BYTES = 1 << 20
 
 
@@ -230,7 +232,7 @@ class Bus:
         replies = await self.execute([_xadd(self.keys.stream(s), value) for s, value in items])
         return [_id(i) for i in replies]
 
-    async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def execute(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
         """:func:`execute` on this bus's client."""
         return await execute(self.client, commands)
 
@@ -439,17 +441,23 @@ class Bus:
         return len(rows)
 
 
-async def execute(client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def execute(client: aioredis.Redis, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
     """Run ``commands`` as one pipeline and return their raw replies, in order (RESP2: a hash
     or a sorted set with scores comes as a flat list).
 
     The commands are packed by hiredis (C) and sent on one pooled connection, in parts of
-    about :data:`PART_BYTES`, each part's replies read (within the connection's timeout)
-    before the next is written; redis-py's asyncio pipeline packs in Python and costs ~2x per
-    command. An error reply fails the call (BusUnavailable) once its part is read, the parts
-    after it unsent, as a Redis that refuses writes is not usable.
+    about :data:`PART_BYTES` (or of what was packed within a :data:`~gateway.pacing.SLICE`);
+    redis-py's asyncio pipeline packs in Python and costs ~2x per command. Each part is written
+    before the replies of the one before are read (within the connection's timeout), so Redis
+    runs a part while the next is packed — and made, when ``commands`` is a generator that
+    makes them as they are taken (the profile step's deltas: bench/collector.py ``--steps``).
+    An error reply fails the call (BusUnavailable) once its part is read; the part after it
+    has been sent, the rest are not (a Redis that refuses writes is not usable, and every
+    pipeline here may run again).
     """
-    if not commands:
+    parts = _parts(commands)  # packed as they go: the waits between give the loop back
+    part = next(parts, None)
+    if part is None:
         return []
     pool = client.connection_pool
     try:
@@ -458,8 +466,13 @@ async def execute(client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]) -
         raise BusUnavailable(f"Redis: {exc}") from exc
     replies: list[Any] = []
     try:
-        for part in _parts(commands):  # packed as they go: the waits between give the loop back
-            await conn.send_packed_command(part, check_health=False)
+        await conn.send_packed_command(part, check_health=False)
+        while part is not None:
+            # the next part goes out before this one's replies are read: Redis runs one part
+            # while the next is packed
+            following = next(parts, None)
+            if following is not None:
+                await conn.send_packed_command(following, check_health=False)
             # One deadline for the part's replies: a timeout context per reply costs more
             # than reading the reply itself.
             async with asyncio.timeout(conn.socket_timeout):
@@ -468,6 +481,7 @@ async def execute(client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]) -
                     replies += await _read_replies(parser, len(part))
                 else:
                     replies += [await conn.read_response(timeout=math.inf) for _ in part]
+            part = following
     except BaseException as exc:
         await conn.disconnect()  # replies half read: the connection is out of step
         if isinstance(exc, RedisError | OSError | TimeoutError):
@@ -479,17 +493,21 @@ async def execute(client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]) -
     return replies
 
 
-def _parts(commands: Sequence[tuple[Any, ...]]) -> Iterator[list[bytes]]:
-    """``commands`` packed, in runs of about :data:`PART_BYTES` (at least one command each)."""
+def _parts(commands: Iterable[tuple[Any, ...]]) -> Iterator[list[bytes]]:
+    """``commands`` packed, in runs of about :data:`PART_BYTES` (at least one command each),
+    or of what was packed within a :data:`~gateway.pacing.SLICE` (``commands`` may be made as
+    they are taken)."""
     part: list[bytes] = []
     size = 0
+    since = time.perf_counter()
     for command in commands:
         packed = hiredis.pack_command(command)
         part.append(packed)
         size += len(packed)
-        if size >= PART_BYTES:
+        if size >= PART_BYTES or time.perf_counter() - since >= pacing.SLICE:
             yield part
             part, size = [], 0
+            since = time.perf_counter()
     if part:
         yield part
 

@@ -12,7 +12,7 @@ are made once, merges happen once, and a new customer's id derives from its firs
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from gateway import keys as K
@@ -81,14 +81,16 @@ class Identity:
             for n in range(0, len(graph.items), CHUNK)
         ]
         if calls:
-            commands = [identity.RESOLVE.load()]
-            commands += [
-                identity.resolve_command(
-                    self.keys, graph.site, [i.payload for i in chunk], self.max_links, self.max_ids
-                )
-                for graph, chunk in calls
-            ]
-            replies = (await execute(self.bus, commands))[1:]
+
+            def commands() -> Iterator[tuple[Any, ...]]:  # made as the pipeline is packed
+                yield identity.RESOLVE.load()
+                for graph, chunk in calls:
+                    payloads = [i.payload for i in chunk]
+                    yield identity.resolve_command(
+                        self.keys, graph.site, payloads, self.max_links, self.max_ids
+                    )
+
+            replies = (await execute(self.bus, commands()))[1:]
             created: list[tuple[str, str]] = []
             for (graph, chunk), reply in zip(calls, replies, strict=True):
                 result = identity.parse_resolution(reply)

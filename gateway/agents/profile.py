@@ -18,10 +18,10 @@ from gateway import keys as K
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
-from gateway.datamart.deltas import Combined, combined
+from gateway.datamart.deltas import combined
 from gateway.datamart.store import StoreSettings, apply
 from gateway.events import Event
-from gateway.pacing import Pace, paced
+from gateway.pacing import paced
 
 STREAM = K.IDENTIFIED
 
@@ -44,11 +44,10 @@ class Profiles:
             for event in part:
                 if event.customer_id and event.context.get("bot") is not True:
                     groups.setdefault(event.customer_id, []).append(event)
-        changes: dict[str, list[Combined]] = {}
-        pace = Pace()
-        for customer, mine in groups.items():
-            await pace()
-            changes[customer] = combined(mine)
+        if not groups:
+            return
+        # made as the pipeline is packed: Redis applies one part while the next is made
+        changes = ((customer, combined(mine)) for customer, mine in groups.items())
         self.applied += await apply(self.bus, self.bus.keys, changes, self.settings)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -167,17 +167,17 @@ class Sessions:
 
     async def _load(self, plans: dict[Visitor, _Plan], now: int) -> None:
         bucket = now // self.window_ms
-        commands: list[tuple[Any, ...]] = []
+        session_of_events = self.keys.session_of_events
+
+        def commands() -> Iterator[tuple[Any, ...]]:  # made as the pipeline is packed
+            for (site, visitor), plan in plans.items():
+                ids = plan.ids
+                yield (b"HMGET", plan.key, b"v", b"s")
+                yield (b"HMGET", session_of_events(site, visitor, bucket), *ids)
+                yield (b"HMGET", session_of_events(site, visitor, bucket - 1), *ids)
+
+        replies = await execute(self.bus, commands())
         pace = Pace()
-        for (site, visitor), plan in plans.items():
-            await pace()
-            ids = plan.ids
-            commands += [
-                (b"HMGET", plan.key, b"v", b"s"),
-                (b"HMGET", self.keys.session_of_events(site, visitor, bucket), *ids),
-                (b"HMGET", self.keys.session_of_events(site, visitor, bucket - 1), *ids),
-            ]
-        replies = await execute(self.bus, commands)
         for n, plan in enumerate(plans.values()):
             await pace()
             (version, blob), current, previous = replies[3 * n : 3 * n + 3]

@@ -10,7 +10,7 @@ waits and is retried whole).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.bus import Bus
@@ -53,7 +53,7 @@ def scored(reply: Any) -> list[tuple[str, float]]:
     return [(text(reply[i]), float(reply[i + 1])) for i in range(0, len(reply) - 1, 2)]
 
 
-async def execute(bus: Bus, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def execute(bus: Bus, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
     """:meth:`Bus.execute`, with script failures raised as :class:`ScriptError`."""
     try:
         return await bus.execute(commands)

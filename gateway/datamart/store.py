@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -201,20 +201,23 @@ def apply_command(
 
 
 async def apply(
-    bus: Bus, keys: Keys, groups: Mapping[str, Sequence[Change]], settings: StoreSettings
+    bus: Bus, keys: Keys, groups: Iterable[tuple[str, Sequence[Change]]], settings: StoreSettings
 ) -> int:
-    """Apply changes per customer (one pipeline); return how many events' were new."""
+    """Apply changes per customer (one pipeline); return how many events' were new.
+
+    ``groups`` is taken as the pipeline is packed: when its changes are made as they are taken,
+    Redis applies one part while the next is made."""
     now_ms = int(time.time() * 1000)
-    calls = [
-        (customer, deltas[i : i + CHUNK])
-        for customer, deltas in groups.items()
-        for i in range(0, len(deltas), CHUNK)
-    ]
-    if not calls:
-        return 0
-    commands = [APPLY.load()]
-    commands += [apply_command(keys, c, chunk, settings, now_ms) for c, chunk in calls]
-    replies = (await execute(bus, commands))[1:]
+    calls: list[tuple[str, Sequence[Change]]] = []
+
+    def commands() -> Iterator[tuple[Any, ...]]:
+        yield APPLY.load()
+        for customer, deltas in groups:
+            for i in range(0, len(deltas), CHUNK):
+                calls.append((customer, deltas[i : i + CHUNK]))
+                yield apply_command(keys, customer, calls[-1][1], settings, now_ms)
+
+    replies = (await execute(bus, commands()))[1:]
     applied = 0
     for (customer, chunk), reply in zip(calls, replies, strict=True):
         count, into = int(reply[0]), text(reply[1])

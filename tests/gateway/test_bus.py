@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from gateway import bus as bus_module
@@ -220,6 +224,39 @@ async def test_execute_parts_keep_the_order_and_stop_at_an_error(
     key, other = bus.keys.stream("scratch"), bus.keys.stream("other")
     assert await bus.execute([(b"INCR", key)] * 25) == list(range(1, 26))
     monkeypatch.setattr(bus_module, "PART_BYTES", 1)  # one command a part
+    third = bus.keys.stream("third")
     with pytest.raises(BusUnavailable, match="WRONGTYPE"):
-        await bus.execute([(b"LPUSH", key, b"x"), *[(b"SET", other, b"1")] * 20])
-    assert await bus.execute([(b"EXISTS", other), (b"DEL", key)]) == [0, 1]
+        await bus.execute([(b"LPUSH", key, b"x"), (b"SET", other, b"1"), (b"SET", third, b"1")])
+    # the part after the failed one had gone out before its reply came; none after that
+    assert await bus.execute([(b"EXISTS", other), (b"EXISTS", third), (b"DEL", key, other)]) == [
+        1,
+        0,
+        2,
+    ]
+
+
+async def test_execute_makes_the_commands_of_a_generator_as_redis_runs_the_parts_before(
+    service_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part goes out before the replies of the one before are read, and a generator's
+    commands are taken only as parts are packed: command n is made once command n - 2 has
+    run (made up front, none would have run)."""
+    monkeypatch.setattr(bus_module, "PART_BYTES", 1)  # one command a part
+    client = connect(service_redis_url, timeout=5.0)
+    probe = redis.Redis.from_url(service_redis_url)  # a second connection, looking on
+    key = f"test-execute-{secrets.token_hex(4)}"
+    ran: list[int] = []  # per command made: how many had run by then
+
+    def commands() -> Iterator[tuple[Any, ...]]:
+        for _ in range(6):
+            ran.append(int(probe.get(key) or 0))
+            yield (b"INCR", key)
+
+    try:
+        assert await bus_module.execute(client, commands()) == [1, 2, 3, 4, 5, 6]
+        assert len(ran) == 6
+        assert all(ran[n] >= n - 1 for n in range(2, 6)), ran
+    finally:
+        probe.delete(key)
+        probe.close()
+        await client.aclose()
