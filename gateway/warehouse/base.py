@@ -340,11 +340,16 @@ def _date(value: Any) -> date | None:
 GROWING: Final[Mapping[str, str]] = MappingProxyType({"fact_session": "events"})
 
 
+def insert_sql(batch: Batch, source: str) -> str:
+    """``INSERT INTO table SELECT ... FROM source``: fails on a key the table holds."""
+    cols = ", ".join(f'"{c}"' for c in batch.columns)
+    return f'INSERT INTO "{batch.table.name}" ({cols}) SELECT {cols} FROM {source}'
+
+
 def load_sql(batch: Batch, source: str, *, update: bool) -> str:
     """``INSERT INTO table SELECT ... FROM source ON CONFLICT (key) DO NOTHING / DO UPDATE``
     (for a :data:`GROWING` table, ``DO UPDATE ... WHERE`` the new row is as large)."""
     table = batch.table
-    cols = ", ".join(f'"{c}"' for c in batch.columns)
     others = [c for c in batch.columns if c not in table.key]
     action = "DO NOTHING"
     if update and others:
@@ -352,7 +357,4 @@ def load_sql(batch: Batch, source: str, *, update: bool) -> str:
         if (size := GROWING.get(table.name)) in batch.columns:
             action += f' WHERE excluded."{size}" >= "{table.name}"."{size}"'
     key = ", ".join(f'"{c}"' for c in table.key)
-    return (
-        f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {source} '
-        f"ON CONFLICT ({key}) {action}"
-    )
+    return f"{insert_sql(batch, source)} ON CONFLICT ({key}) {action}"

@@ -36,6 +36,7 @@ from gateway.warehouse.base import (
     Records,
     Refused,
     Table,
+    insert_sql,
     load_sql,
     prepare,
     record_batches,
@@ -214,17 +215,35 @@ class DuckDBWarehouse:
         return await self._write(load)
 
     def _apply(self, loads: list[list[Batch]], *, update: bool) -> list[int]:
-        """Load each group of batches in one transaction (all or none); rows added per group."""
+        """Load each group of batches in one transaction (all or none); rows added per group.
+
+        Rows that only add go in as a plain ``INSERT`` first: the usual batch holds no key the
+        table has, and DuckDB checks a key ~20 % faster than ``ON CONFLICT`` handles one
+        (bench/collector.py). A batch that does (a replay) fails whole, and goes again
+        keeping the rows already there."""
         tables = [[_arrow(batch) for batch in batches] for batches in loads]
+        if not update:
+            try:
+                return self._statements(loads, tables, lambda batch: insert_sql(batch, _BATCH))
+            except duckdb.ConstraintException:
+                pass  # rolled back
+        return self._statements(loads, tables, lambda batch: load_sql(batch, _BATCH, update=update))
+
+    def _statements(
+        self, loads: list[list[Batch]], tables: list[list[Any]], sql: Callable[[Batch], str]
+    ) -> list[int]:
         con, added = self._con, [0] * len(loads)
         with _transaction(con):
             for n, (batches, arrows) in enumerate(zip(loads, tables, strict=True)):
                 for batch, arrow in zip(batches, arrows, strict=True):
                     con.register(_BATCH, arrow)
                     try:
-                        result = con.execute(load_sql(batch, _BATCH, update=update)).fetchone()
+                        result = con.execute(sql(batch)).fetchone()
                     finally:
-                        con.unregister(_BATCH)
+                        # a failed statement aborted the transaction, and the ROLLBACK drops
+                        # the view: its error is the one to raise
+                        with contextlib.suppress(duckdb.TransactionException):
+                            con.unregister(_BATCH)
                     added[n] += int(result[0]) if result else 0
         return added
 

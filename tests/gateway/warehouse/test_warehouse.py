@@ -116,6 +116,21 @@ async def test_insert_is_idempotent_on_the_primary_key(warehouse: Warehouse) -> 
     assert await warehouse.insert("fact_sale", lines) == 0
 
 
+async def test_a_row_that_breaks_another_constraint_is_named_and_loads_nothing(
+    warehouse: Warehouse,
+) -> None:
+    """Not a key the table holds (DuckDB goes again with ON CONFLICT only for those): the
+    engine's own reason goes up, and the other tables' rows of the call stay out."""
+    loads = [
+        Records("fact_event", ("event_id", "ts"), [("k1", NOW)]),
+        Records("fact_sale", ("order_id", "line_no", "ts", "kind"), [("o9", 0, NOW, "gift")]),
+    ]
+    with pytest.raises(WarehouseError, match=r"(?i)check constraint"):
+        await warehouse.insert_records(loads)
+    assert await warehouse.fetch("SELECT count(*) AS n FROM fact_event") == [{"n": 0}]
+    assert await warehouse.insert_records(loads[:1]) == [1]  # the warehouse goes on
+
+
 async def test_records_of_several_tables_load_together(warehouse: Warehouse) -> None:
     """Rows as tuples (the sync agent's facts): idempotent like insert(), all tables of one
     call in one transaction, a bad value named by its table and column."""
