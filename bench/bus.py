@@ -1,6 +1,8 @@
 """Throughput of the Redis Streams bus (``gateway.bus``), on the embedded and the service Redis.
 
-What it measures, in events per second, each on a stream of its own:
+What it measures, in events per second, each on a fresh ``events`` stream (its keys are deleted
+after each measurement; a read decodes the events of the streams that carry them, as the
+agents' reads do):
 
 1. single publish: ``Bus.publish(stream, [event])`` awaited one by one;
 2. pipelined publish: ``Bus.publish_many`` with chunks of 100 (one XADD per event, one pipeline
@@ -48,10 +50,11 @@ from typing import Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway import keys as K
 from gateway.bus import Bus
 from gateway.cli import new_loop, tune_gc
 from gateway.config import BusConfig, RedisConfig
-from gateway.events import Event, pack
+from gateway.events import Event, pack, unpack
 from gateway.keys import Keys
 from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis, connect, find_binary
@@ -249,7 +252,10 @@ async def consume(bus: Bus, stream: str, values: Sequence[bytes]) -> Run:
         await bus.ack(stream, GROUP, [entry.id for entry in batch])
         entries += len(batch)
         events += sum(len(entry.events) for entry in batch)
-    return Run(events, time.perf_counter() - start)
+    took = time.perf_counter() - start
+    if events != sum(len(unpack(v)) for v in values):  # not timed
+        raise RuntimeError(f"{stream}: read {events} events from {entries} entries")
+    return Run(events, took)
 
 
 SCENARIOS = (
@@ -297,10 +303,10 @@ async def measure(name: str, url: str, events: Sequence[Event], sizes: Sizes) ->
     rates: list[float] = []
     try:
         version = await server_version(client)
-        for number, scenario in enumerate(SCENARIOS, 1):
+        for scenario in SCENARIOS:
             count = sizes.of(scenario.size)
             try:
-                run = await scenario.bench(bus, f"s{number}", events[:count])
+                run = await scenario.bench(bus, K.EVENTS, events[:count])
             finally:
                 await delete_keys(client, prefix)
             rates.append(run.rate)
