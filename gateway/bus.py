@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -60,6 +61,29 @@ DECODE_STRIDE = 8
 PART_BYTES = 1 << 20
 
 
+#: Moves dead letters ``ARGV[3:]`` of ``KEYS[2]`` back onto stream ``KEYS[1]``, each for its
+#: group (``ARGV[1]``: the entry field, ``ARGV[2]``: the group field).
+REDRIVE = """
+local out = {}
+for i = 3, #ARGV do
+  local rows = redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i])
+  if #rows > 0 then
+    local fields, raw, group = rows[1][2], nil, nil
+    for k = 1, #fields - 1, 2 do
+      if fields[k] == ARGV[1] then raw = fields[k + 1] end
+      if fields[k] == 'group' then group = fields[k + 1] end
+    end
+    if raw and raw ~= '' and group then
+      local new = redis.call('XADD', KEYS[1], '*', ARGV[1], raw, ARGV[2], group)
+      redis.call('XDEL', KEYS[2], ARGV[i])
+      out[#out + 1] = {ARGV[i], new}
+    end
+  end
+end
+return out
+"""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One stream entry as a consumer sees it."""
@@ -69,6 +93,24 @@ class Entry:
     #: Times this entry was delivered to a consumer of the group (1 on first delivery).
     deliveries: int = 1
     raw: bytes = field(default=b"", repr=False)
+    #: The one group an entry put back from the dead letters is for (:meth:`Bus.redrive`):
+    #: the stream's other groups handled it before and acknowledge it unread.
+    only_for: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry a group gave up on, as its dead-letter stream keeps it."""
+
+    #: Its id in the dead-letter stream (what :meth:`Bus.redrive` takes).
+    id: str
+    #: Its id in its stream when it was given up on.
+    entry_id: str
+    group: str
+    deliveries: int
+    reason: str
+    #: Events it holds (0 on a stream of records, or when it does not decode).
+    events: int
 
 
 @dataclass
@@ -324,7 +366,7 @@ class Bus:
         retry: list[Entry] = []
         dead: list[Entry] = []
         for entry in entries:
-            entry = Entry(entry.id, entry.events, counts.get(entry.id, 1), entry.raw)
+            entry = dataclasses.replace(entry, deliveries=counts.get(entry.id, 1))
             is_dead = entry.deliveries > self.settings.max_deliveries or not entry.raw
             (dead if is_dead else retry).append(entry)
         return Claimed(retry, dead)
@@ -365,6 +407,47 @@ class Bus:
         log.error(
             "dead-lettered %d entr(ies) of %s for %s: %s", len(entries), stream, group, reason
         )
+
+    async def dead_letters(self, stream: str, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` entries of ``stream``'s dead letters."""
+        try:
+            rows: Any = await self.client.xrange(self.keys.dead_letter(stream), count=count)
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"read the dead letters of {stream}: {exc}") from exc
+        found = []
+        for dead_id, fields in rows:
+            entry = _entry(stream, fields.get(b"id", b""), fields)
+            found.append(
+                DeadLetter(
+                    id=_id(dead_id),
+                    entry_id=entry.id,
+                    group=_id(fields.get(b"group", b"")),
+                    deliveries=int(fields.get(b"deliveries", 0)),
+                    reason=_id(fields.get(b"reason", b"")),
+                    events=len(entry.events),
+                )
+            )
+        return found
+
+    async def redrive(self, stream: str, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """Put dead-lettered entries back on ``stream`` (those with ``ids`` in the dead-letter
+        stream), each as a new entry for the group that gave up on it: that group handles it
+        as it would any entry, the stream's other groups acknowledge it unread. Each moves
+        atomically (its stream and dead letters share a slot), so two runs never put one back
+        twice. ``(dead-letter id, new id)`` per entry moved; ids not there are skipped, and so
+        are entries kept without their bytes (those that did not decode)."""
+        moved: list[tuple[str, str]] = []
+        keys = [self.keys.stream(stream), self.keys.dead_letter(stream)]
+        try:
+            for first in range(0, len(ids), 500):
+                args: list[Any] = [K.ENTRY_FIELD, K.FOR_GROUP_FIELD, *ids[first : first + 500]]
+                reply: Any = await self.client.eval(REDRIVE, 2, *keys, *args)
+                moved += [(_id(old), _id(new)) for old, new in reply]
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"redrive {stream}: {exc}") from exc
+        if moved:
+            log.warning("put back %d dead-lettered entr(ies) of %s", len(moved), stream)
+        return moved
 
     async def latest(self, stream: str, count: int) -> list[Entry]:
         """The newest ``count`` entries, newest first (for people watching, not consumers)."""
@@ -538,12 +621,14 @@ def _xadd(key: str, value: bytes) -> tuple[Any, ...]:
 def _entry(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
     """An entry as read; events are decoded on the streams that carry them (others, such as
     ``sessions``, hold records their consumer decodes from ``raw``)."""
-    raw = (fields or {}).get(K.ENTRY_FIELD, b"")
+    fields = fields or {}
+    raw = fields.get(K.ENTRY_FIELD, b"")
+    only_for = _id(fields[K.FOR_GROUP_FIELD]) if K.FOR_GROUP_FIELD in fields else None
     if stream not in K.EVENT_STREAMS:
-        return Entry(_id(entry_id), [], raw=raw)
+        return Entry(_id(entry_id), [], raw=raw, only_for=only_for)
     try:
         events = unpack(raw) if raw else []
     except msgspec.DecodeError:
         log.error("bus entry %s of %s does not hold packed events", _id(entry_id), stream)
-        return Entry(_id(entry_id), [], raw=b"")
-    return Entry(_id(entry_id), events, raw=raw)
+        return Entry(_id(entry_id), [], raw=b"", only_for=only_for)
+    return Entry(_id(entry_id), events, raw=raw, only_for=only_for)

@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import config as configuration
+from gateway import keys as K
 from gateway import logs
 from gateway.erp.base import ENTITIES
 from gateway.errors import TouchpointError
 
 if TYPE_CHECKING:
+    from gateway.bus import Bus
     from gateway.warehouse.olap import Query, Result
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,22 @@ def _parser() -> argparse.ArgumentParser:
     bus_commands = bus.add_subparsers(dest="bus_command", required=True, metavar="COMMAND")
     stats = bus_commands.add_parser("stats", parents=[common], help="streams and groups as JSON")
     stats.set_defaults(run=cmd_bus_stats)
+    streams = (*K.STREAMS, K.ERP)
+    dead = bus_commands.add_parser(
+        "dead-letters", parents=[common], help="a stream's dead-lettered entries as JSON"
+    )
+    dead.add_argument("stream", choices=streams)
+    dead.add_argument("--count", type=int, default=100, help="oldest first (default 100)")
+    dead.set_defaults(run=cmd_bus_dead_letters)
+    redrive = bus_commands.add_parser(
+        "redrive",
+        parents=[common],
+        help="put dead-lettered entries back on their stream, for the group that gave up",
+    )
+    redrive.add_argument("stream", choices=streams)
+    redrive.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids (see dead-letters)")
+    redrive.add_argument("--all", action="store_true", help="every dead letter of the stream")
+    redrive.set_defaults(run=cmd_bus_redrive)
 
     imp = commands.add_parser(
         "import-logs", parents=[common], help="import web server access logs as page events"
@@ -228,6 +247,42 @@ def cmd_bus_stats(args: argparse.Namespace) -> int:
 
 
 async def _bus_stats(config: configuration.Config) -> dict[str, Any]:
+    return await _with_bus(config, lambda bus: bus.stats())
+
+
+def cmd_bus_dead_letters(args: argparse.Namespace) -> int:
+    config = _load(args)
+    found = _run(_with_bus(config, lambda bus: bus.dead_letters(args.stream, args.count)))
+    print(json.dumps([dataclasses.asdict(d) for d in found], indent=2))
+    return 0
+
+
+def cmd_bus_redrive(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.all):
+        print("touchpoint bus redrive: name dead-letter ids, or --all", file=sys.stderr)
+        return 2
+    config = _load(args)
+
+    async def redrive(bus: Bus) -> list[tuple[str, str]]:
+        ids = list(args.ids)
+        if args.all:  # page through: each round moves what it read
+            moved: list[tuple[str, str]] = []
+            while page := [d.id for d in await bus.dead_letters(args.stream, 500)]:
+                done = await bus.redrive(args.stream, page)
+                moved += done
+                if len(done) < len(page):  # kept without their bytes: cannot go back
+                    break
+            return moved
+        return await bus.redrive(args.stream, ids)
+
+    moved = _run(_with_bus(config, redrive))
+    left = sorted(set(args.ids) - {old for old, _ in moved})
+    print(json.dumps({"moved": [{"dead_letter": old, "id": new} for old, new in moved],
+                      "not_moved": left}, indent=2))  # fmt: skip
+    return 1 if left else 0
+
+
+async def _with_bus(config: configuration.Config, work: Callable[[Bus], Awaitable[T]]) -> T:
     from gateway.bus import Bus
     from gateway.keys import Keys
     from gateway.redis import connect, redis_url
@@ -235,7 +290,7 @@ async def _bus_stats(config: configuration.Config) -> dict[str, Any]:
     async with redis_url(config) as url:
         client = connect(url, timeout=config.redis.timeout)
         try:
-            return await Bus(client, Keys(config.redis.prefix), config.bus).stats()
+            return await work(Bus(client, Keys(config.redis.prefix), config.bus))
         finally:
             await client.aclose()
 

@@ -28,6 +28,8 @@ STREAMS = (EVENTS, FILTERED, SESSIONIZED, IDENTIFIED, SESSIONS)
 
 #: Field of a stream entry holding its msgpack-packed list of events.
 ENTRY_FIELD = b"e"
+#: Field of an entry put back from the dead letters: the one group it is for.
+FOR_GROUP_FIELD = b"for"
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,12 @@ class Agent:
         return await self.bus.read(self.stream, self.name, self.consumer, count=count, block=block)
 
     async def _process(self, batch: list[Entry]) -> None:
+        others = [e.id for e in batch if e.only_for is not None and e.only_for != self.name]
+        if others:  # put back from the dead letters for another group: handled here before
+            await self.bus.ack(self.stream, self.name, others)
+            batch = [e for e in batch if e.only_for is None or e.only_for == self.name]
+            if not batch:
+                return
         self.stats.entries += len(batch)
         self.stats.events += sum(len(e.events) for e in batch)
         undecodable = [e for e in batch if not e.raw]

@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -27,15 +27,21 @@ def config(make_config: Callable[..., Config], service_redis_url: str, prefix: s
     return make_config(service_redis_url, prefix, "[bus]\nblock = 0.1")
 
 
-async def test_bus_stats_prints_streams_and_groups_as_json(
-    config: Config, prefix: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+async def config_bus(config: Config, prefix: str) -> AsyncIterator[Bus]:
+    """A bus on the configuration's Redis and prefix (what the CLI commands look at)."""
     client = aioredis.Redis.from_url(config.redis.url.get())
-    bus = Bus(client, Keys(prefix), config.bus)
+    yield Bus(client, Keys(prefix), config.bus)
+    await client.aclose()
+
+
+async def test_bus_stats_prints_streams_and_groups_as_json(
+    config: Config, config_bus: Bus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = config_bus
     await bus.ensure_group(K.EVENTS, "channel-counts")
     await bus.publish_many(K.EVENTS, [[event(i)] for i in range(4)])
     await bus.read(K.EVENTS, "channel-counts", "c", count=1, block=0.01)
-    await client.aclose()
 
     assert await asyncio.to_thread(cli.main, ["bus", "stats", "--config", config.source]) == 0
     stats = json.loads(capsys.readouterr().out)
@@ -43,6 +49,43 @@ async def test_bus_stats_prints_streams_and_groups_as_json(
     assert events["length"] == 4
     assert events["groups"]["channel-counts"]["pending"] == 1
     assert events["groups"]["channel-counts"]["lag"] == 3
+
+
+async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
+    config: Config, config_bus: Bus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = config_bus
+    await bus.ensure_group(K.EVENTS, "collector")
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(2)])
+    entries = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
+    await bus.dead_letter(K.EVENTS, "collector", entries, "KeyError: 'sku'")
+    base = ["--config", config.source]
+
+    def run(*args: str) -> int:
+        return cli.main(["bus", *args, *base])
+
+    assert await asyncio.to_thread(run, "dead-letters", "events") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(d["entry_id"], d["group"], d["events"]) for d in listed] == [
+        (e.id, "collector", 1) for e in entries
+    ]
+    assert listed[0]["reason"] == "KeyError: 'sku'"
+    assert await asyncio.to_thread(run, "redrive", "events") == 2  # neither ids nor --all
+    assert "name dead-letter ids, or --all" in capsys.readouterr().err
+    assert await asyncio.to_thread(run, "redrive", "events", listed[0]["id"], "0-1") == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert [m["dead_letter"] for m in answer["moved"]] == [listed[0]["id"]]
+    assert answer["not_moved"] == ["0-1"]  # no such dead letter
+    assert await asyncio.to_thread(run, "redrive", "events", "--all") == 0
+    assert [m["dead_letter"] for m in json.loads(capsys.readouterr().out)["moved"]] == [
+        listed[1]["id"]
+    ]
+    back = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
+    assert [(e.events, e.only_for) for e in back] == [(e.events, "collector") for e in entries]
+    assert await bus.dead_letters(K.EVENTS) == []
+    with pytest.raises(SystemExit) as exited:  # argparse: the streams there are
+        cli.main(["bus", "dead-letters", "nope", *base])
+    assert exited.value.code == 2
 
 
 async def test_agent_runs_as_its_own_process_and_stops_on_sigterm(

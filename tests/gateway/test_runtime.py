@@ -69,6 +69,50 @@ async def test_a_poison_entry_is_dead_lettered_and_the_others_go_through(bus: Bu
     assert "cannot handle e4" in agent.stats.last_error
 
 
+async def test_a_dead_letter_put_back_goes_to_its_group_and_the_others_acknowledge_it(
+    bus: Bus,
+) -> None:
+    """After the cause is fixed, ``Bus.redrive`` puts the entry back once: the group that gave
+    up handles it, another group that handled it before acknowledges it unread."""
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(3)])
+    poison = True
+    done: dict[str, list[str]] = {"g": [], "other": []}
+
+    def handler(group: str) -> Callable[[Sequence[Entry]], Any]:
+        async def handle(entries: Sequence[Entry]) -> None:
+            ids = [e.events[0].event_id for e in entries]
+            if group == "g" and poison and "e1" in ids:
+                raise ValueError("cannot handle e1")
+            done[group] += ids
+
+        return handle
+
+    g = Agent("g", handler("g"), bus, stream=K.EVENTS, backoff=FAST)
+    other = Agent("other", handler("other"), bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(g, lambda: g.stats.dead_lettered == 1 and g.stats.acked >= 2)
+    await run_until(other, lambda: other.stats.acked == 3)
+    (dead,) = await bus.dead_letters(K.EVENTS)
+    assert (dead.group, dead.events, dead.deliveries) == ("g", 1, 1)
+    assert "cannot handle e1" in dead.reason
+    poison = False  # the cause fixed
+    (moved,) = await bus.redrive(K.EVENTS, [dead.id])
+    assert moved[0] == dead.id
+    assert await bus.redrive(K.EVENTS, [dead.id]) == []  # it left the dead letters: once only
+    assert await bus.dead_letters(K.EVENTS) == []
+
+    async def settled(group: str) -> bool:
+        groups = (await bus.stats())["streams"][K.EVENTS]["groups"]
+        return bool(groups[group]["pending"] == 0 and groups[group]["lag"] == 0)
+
+    g = Agent("g", handler("g"), bus, stream=K.EVENTS, backoff=FAST)  # run again
+    other = Agent("other", handler("other"), bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(g, lambda: done["g"].count("e1") == 1)
+    await run_until(other, lambda: settled("other"))
+    assert sorted(done["g"]) == ["e0", "e1", "e2"]
+    assert sorted(done["other"]) == ["e0", "e1", "e2"]  # not handled again
+    assert await settled("g")
+
+
 async def test_transient_handler_errors_retry_without_dead_lettering(bus: Bus) -> None:
     await bus.publish(K.EVENTS, [event(1)])
     calls = 0
