@@ -96,6 +96,8 @@ class Entry:
     #: The one group an entry put back from the dead letters is for (:meth:`Bus.redrive`):
     #: the stream's other groups handled it before and acknowledge it unread.
     only_for: str | None = None
+    #: Its value does not decode: the runtime dead-letters it, bytes kept, unhandled.
+    broken: bool = False
 
 
 @dataclass(frozen=True)
@@ -367,7 +369,9 @@ class Bus:
         dead: list[Entry] = []
         for entry in entries:
             entry = dataclasses.replace(entry, deliveries=counts.get(entry.id, 1))
-            is_dead = entry.deliveries > self.settings.max_deliveries or not entry.raw
+            is_dead = (
+                entry.deliveries > self.settings.max_deliveries or entry.broken or not entry.raw
+            )
             (dead if is_dead else retry).append(entry)
         return Claimed(retry, dead)
 
@@ -435,7 +439,7 @@ class Bus:
         as it would any entry, the stream's other groups acknowledge it unread. Each moves
         atomically (its stream and dead letters share a slot), so two runs never put one back
         twice. ``(dead-letter id, new id)`` per entry moved; ids not there are skipped, and so
-        are entries kept without their bytes (those that did not decode)."""
+        are dead letters without a value."""
         moved: list[tuple[str, str]] = []
         keys = [self.keys.stream(stream), self.keys.dead_letter(stream)]
         try:
@@ -630,5 +634,5 @@ def _entry(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes] | None
         events = unpack(raw) if raw else []
     except msgspec.DecodeError:
         log.error("bus entry %s of %s does not hold packed events", _id(entry_id), stream)
-        return Entry(_id(entry_id), [], raw=b"", only_for=only_for)
+        return Entry(_id(entry_id), [], raw=raw, only_for=only_for, broken=True)
     return Entry(_id(entry_id), events, raw=raw, only_for=only_for)

@@ -215,10 +215,10 @@ class Agent:
                 return
         self.stats.entries += len(batch)
         self.stats.events += sum(len(e.events) for e in batch)
-        undecodable = [e for e in batch if not e.raw]
+        undecodable = [e for e in batch if e.broken or not e.raw]
         if undecodable:
             await self._dead_letter(undecodable, "entry does not hold packed events")
-            batch = [e for e in batch if e.raw]
+            batch = [e for e in batch if e.raw and not e.broken]
             if not batch:
                 return
         try:

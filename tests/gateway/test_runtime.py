@@ -69,6 +69,24 @@ async def test_a_poison_entry_is_dead_lettered_and_the_others_go_through(bus: Bu
     assert "cannot handle e4" in agent.stats.last_error
 
 
+async def test_an_entry_that_does_not_decode_is_dead_lettered_with_its_bytes(bus: Bus) -> None:
+    broken = b"\xc1 not msgpack"
+    await bus.add_packed([(K.EVENTS, broken)])
+    await bus.publish(K.EVENTS, [event(1)])
+    handled: list[Entry] = []
+
+    async def handler(entries: Sequence[Entry]) -> None:
+        handled.extend(entries)
+
+    agent = Agent("g", handler, bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(agent, lambda: agent.stats.dead_lettered == 1 and agent.stats.acked == 1)
+    assert [[x.event_id for x in e.events] for e in handled] == [["e1"]]
+    (dead,) = await bus.dead_letters(K.EVENTS)
+    assert (dead.group, dead.events, dead.reason) == ("g", 0, "entry does not hold packed events")
+    [(_, fields)] = await bus.client.xrange(bus.keys.dead_letter(K.EVENTS))
+    assert fields[K.ENTRY_FIELD] == broken  # kept, to see what was sent
+
+
 async def test_a_dead_letter_put_back_goes_to_its_group_and_the_others_acknowledge_it(
     bus: Bus,
 ) -> None:
