@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "dead-letters", parents=[common], help="a stream's dead-lettered entries as JSON"
     )
     dead.add_argument("stream", choices=streams)
-    dead.add_argument("--count", type=int, default=100, help="oldest first (default 100)")
+    dead.add_argument("--count", type=_positive, default=100, help="oldest first (default 100)")
     dead.set_defaults(run=cmd_bus_dead_letters)
     redrive = bus_commands.add_parser(
         "redrive",
@@ -80,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         help="put dead-lettered entries back on their stream, for the group that gave up",
     )
     redrive.add_argument("stream", choices=streams)
-    redrive.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids (see dead-letters)")
+    redrive.add_argument(
+        "ids", nargs="*", type=_stream_id, metavar="ID", help="dead-letter ids (see dead-letters)"
+    )
     redrive.add_argument("--all", action="store_true", help="every dead letter of the stream")
     redrive.set_defaults(run=cmd_bus_redrive)
 
@@ -237,6 +240,19 @@ async def _agent(config: configuration.Config, name: str) -> int:
         log.info("stopping agent %s", name)
         await pool.stop(grace=config.http.shutdown_timeout)
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def _stream_id(text: str) -> str:
+    """A stream entry id as Redis writes them (``1764460000000-0``)."""
+    if not re.fullmatch(r"\d+-\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stream id such as 1764460000000-0")
+    return text
 
 
 def cmd_bus_stats(args: argparse.Namespace) -> int:

@@ -83,9 +83,18 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
     back = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
     assert [(e.events, e.only_for) for e in back] == [(e.events, "collector") for e in entries]
     assert await bus.dead_letters(K.EVENTS) == []
-    with pytest.raises(SystemExit) as exited:  # argparse: the streams there are
-        cli.main(["bus", "dead-letters", "nope", *base])
-    assert exited.value.code == 2
+    for bad in (  # argparse: the streams there are, a count, stream ids
+        ["dead-letters", "nope"],
+        ["dead-letters", "events", "--count", "0"],
+        ["redrive", "events", "abc"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["bus", *bad, *base])
+        assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err
+    assert "'0' is not a whole number of 1 or more" in err
+    assert "'abc' is not a stream id" in err
 
 
 async def test_agent_runs_as_its_own_process_and_stops_on_sigterm(
