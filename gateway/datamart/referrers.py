@@ -8,6 +8,7 @@ anything else is ``other``.
 
 from __future__ import annotations
 
+import functools
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -77,6 +78,13 @@ def classify(
     host = host_of(referrer)
     if not host or same_site(host, host_of(page) or page):
         return "direct"
+    return _class_of_host(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_of_host(host: str) -> ReferrerClass:
+    """The class of a referring host that is not the site itself (a visit's first event asks
+    for the same few hosts again and again)."""
     if _listed(host, WEBMAIL):
         return "email"
     if _listed(host, SEARCH):

@@ -175,10 +175,19 @@ def campaign_of(event: Event) -> dict[str, str]:
             return found
     props = event.properties
     page = context.get("page")
-    url = _url(page if isinstance(page, dict) else _EMPTY, props)
+    if not isinstance(page, dict):
+        page = _EMPTY
     search = props.get("search")
-    if not search and (url is None or "utm_" not in url):
-        return found  # nowhere for utm tags to be
+    if not search:
+        # most events: a page URL without tags (when it is not blank, it is the one _url picks)
+        url = page.get("url")
+        if isinstance(url, str) and url and "utm_" not in url and not url.isspace():
+            return found
+        url = _url(page, props)
+        if url is None or "utm_" not in url:
+            return found  # nowhere for utm tags to be
+    else:
+        url = _url(page, props)
     query = (urlsplit(url).query if url and "?" in url else "") or str(search or "").lstrip("?")
     if "utm_" not in query:
         return found

@@ -160,6 +160,19 @@ def test_campaign_from_the_page_url_or_the_context() -> None:
     assert campaign_of(ev("e")) == {}
 
 
+def test_campaign_from_the_url_the_page_falls_back_to() -> None:
+    """A blank ``context.page.url`` is not the page's URL: the tags of the next one count."""
+    tagged = {"url": "https://shop.example/?utm_source=nl"}
+    assert campaign_of(ev("e", context={"page": {"url": "  "}}, properties=tagged)) == {
+        "source": "nl"
+    }
+    assert campaign_of(ev("e", context={"page": {"url": ""}}, properties=tagged)) == {
+        "source": "nl"
+    }
+    assert campaign_of(ev("e", context={"page": {"url": 7}}, properties=tagged)) == {"source": "nl"}
+    assert campaign_of(ev("e", context={"page": {"url": "/p/1"}}, properties=tagged)) == {}
+
+
 def test_records_pack_and_unpack() -> None:
     _, records, _ = run([ev("e1", 0), ev("e2", 40)])
     assert unpack_records(pack_records(records)) == records
