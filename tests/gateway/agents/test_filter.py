@@ -100,19 +100,26 @@ async def test_a_screen_started_while_another_waits_on_redis_sees_its_ids(
     """The collector starts screening the next batch while the one before still waits for its
     reply from Redis: the copy in the next batch is a duplicate all the same."""
     screen = Filter(chain.bus, chain.config)
-    seen, gate = screen._seen, asyncio.Event()
+    seen, waiting, gate = screen._seen, asyncio.Event(), asyncio.Event()
+    overtaking: list[list[str]] = []
 
     async def first_waits(by_site: dict[str, list[str]], bucket: int) -> dict[str, set[str]]:
+        if not waiting.is_set() and "e3" in by_site["demo"]:
+            overtaking.append(by_site["demo"])  # the second asks Redis before the first
         found = await seen(by_site, bucket)
         if "e1" in by_site["demo"]:
+            waiting.set()
             await gate.wait()  # the first batch's reply is late
         return found
 
     monkeypatch.setattr(screen, "_seen", first_waits)
     first = asyncio.create_task(screen.screen([Entry("1-0", [ev("e1", 0), ev("e2", 1)])]))
     second = asyncio.create_task(screen.screen([Entry("1-1", [ev("e2", 1), ev("e3", 2)])]))
-    done, _ = await asyncio.wait([second], timeout=0.5)  # it may finish only after the first
-    assert not done
+    # The second task's first step ran right after the first's, before the first's reply came:
+    # by now it waits its turn, or it asked Redis itself (overtaking) and may be done.
+    await waiting.wait()
+    assert not overtaking
+    assert not second.done()
     gate.set()
     held, later = await first, await second
     assert [e.event_id for e in held.events[0]] == ["e1", "e2"]
