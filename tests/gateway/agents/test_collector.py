@@ -159,18 +159,18 @@ async def test_every_step_hands_the_event_loop_back_while_it_works_through_a_bat
     the clock yields; the functions that yielded are noted."""
     monkeypatch.setattr(pacing, "SLICE", 0.0)
     yielded: set[str] = set()
-    sleep = asyncio.sleep
+    turn = pacing.turn
 
-    async def noting(delay: float) -> None:
+    async def noting() -> None:
         yielded.update(frame.function for frame in inspect.stack()[1:8])
-        await sleep(delay)
+        await turn()
 
-    monkeypatch.setattr(pacing.asyncio, "sleep", noting)
+    monkeypatch.setattr(pacing, "turn", noting)
     ctx = AgentContext(chain.config, chain.client, chain.keys, chain.bus, warehouse)
     handler: Collector = AGENTS["collector"].make(ctx)  # type: ignore[assignment]
     visits = [[ev(f"e{i}-{n}", n, anonymous_id=f"a{i}") for n in range(300)] for i in range(4)]
     await handler([Entry(f"1-{i}", events, raw=pack(events)) for i, events in enumerate(visits)])
-    monkeypatch.setattr(pacing.asyncio, "sleep", sleep)
+    monkeypatch.setattr(pacing, "turn", turn)
     assert {
         "_screen", "assign", "_load", "_commit", "resolve", "settle", "update",
         "paced_fact_records",
