@@ -10,8 +10,8 @@ the turns themselves cost — the batches in hand interleave more finely.
 
 Paced loops that give the loop back take turns (:func:`turn`): one of them goes on per pass of
 the event loop, so a request waits for one slice at each of its turns, not for a slice of every
-batch in hand (bench/beacon.py ``--with-collector``: ingest's p99 over a backlog 240-280 ms
-against 340-420 ms when each went on at once).
+batch in hand (bench/beacon.py ``--with-collector``: ingest's p99 over a backlog 227-279 ms
+against 338-422 ms when each went on at once).
 """
 
 from __future__ import annotations
