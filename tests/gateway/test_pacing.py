@@ -77,3 +77,13 @@ async def test_a_large_read_is_decoded_in_slices(bus: Bus, monkeypatch: pytest.M
     monkeypatch.setattr(pacing, "turn", turn)
     assert [e.events[0].event_id for e in entries] == [f"e{n}" for n in range(20)]
     assert yielded.count("read") == 3  # 20 entries, 8 a slice
+
+
+async def test_a_loop_cancelled_while_waiting_its_turn_does_not_hold_up_the_others() -> None:
+    first = asyncio.create_task(pacing.turn())
+    second = asyncio.create_task(pacing.turn())
+    await asyncio.sleep(0)  # both wait in line now
+    first.cancel()
+    await asyncio.wait_for(second, timeout=5)  # it goes on: the cancelled one is skipped
+    assert first.cancelled()
+    await pacing.turn()  # and the line works afterwards
