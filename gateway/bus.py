@@ -412,10 +412,16 @@ class Bus:
             "dead-lettered %d entr(ies) of %s for %s: %s", len(entries), stream, group, reason
         )
 
-    async def dead_letters(self, stream: str, count: int = 100) -> list[DeadLetter]:
-        """The oldest ``count`` entries of ``stream``'s dead letters."""
+    async def dead_letters(
+        self, stream: str, count: int = 100, after: str | None = None
+    ) -> list[DeadLetter]:
+        """The oldest ``count`` entries of ``stream``'s dead letters (after the one with id
+        ``after``, to page through)."""
+        start = "-" if after is None else f"({after}"
         try:
-            rows: Any = await self.client.xrange(self.keys.dead_letter(stream), count=count)
+            rows: Any = await self.client.xrange(
+                self.keys.dead_letter(stream), min=start, count=count
+            )
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"read the dead letters of {stream}: {exc}") from exc
         found = []

@@ -273,26 +273,32 @@ def cmd_bus_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Dead letters ``bus redrive --all`` reads and moves at a time.
+REDRIVE_PAGE = 500
+
+
 def cmd_bus_redrive(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         print("touchpoint bus redrive: name dead-letter ids, or --all", file=sys.stderr)
         return 2
     config = _load(args)
 
+    asked: list[str] = list(args.ids)
+
     async def redrive(bus: Bus) -> list[tuple[str, str]]:
-        ids = list(args.ids)
-        if args.all:  # page through: each round moves what it read
-            moved: list[tuple[str, str]] = []
-            while page := [d.id for d in await bus.dead_letters(args.stream, 500)]:
-                done = await bus.redrive(args.stream, page)
-                moved += done
-                if len(done) < len(page):  # kept without their bytes: cannot go back
-                    break
-            return moved
-        return await bus.redrive(args.stream, ids)
+        if not args.all:
+            return await bus.redrive(args.stream, asked)
+        moved: list[tuple[str, str]] = []
+        after = None
+        # page by id: one kept without its bytes stays, and must not hide those after it
+        while page := [d.id for d in await bus.dead_letters(args.stream, REDRIVE_PAGE, after)]:
+            asked.extend(page)
+            moved += await bus.redrive(args.stream, page)
+            after = page[-1]
+        return moved
 
     moved = _run(_with_bus(config, redrive))
-    left = sorted(set(args.ids) - {old for old, _ in moved})
+    left = sorted(set(asked) - {old for old, _ in moved})
     print(json.dumps({"moved": [{"dead_letter": old, "id": new} for old, new in moved],
                       "not_moved": left}, indent=2))  # fmt: skip
     return 1 if left else 0

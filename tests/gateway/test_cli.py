@@ -97,6 +97,32 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
     assert "'abc' is not a stream id" in err
 
 
+async def test_redrive_all_goes_past_a_dead_letter_that_cannot_go_back(
+    config: Config,
+    config_bus: Bus,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An old dead letter kept without its bytes stays where it is (and is reported); the
+    pages after it are still put back."""
+    bus = config_bus
+    dead = bus.keys.dead_letter(K.EVENTS)
+    legacy = await bus.client.xadd(
+        dead, {K.ENTRY_FIELD: b"", b"id": b"1-1", b"group": b"collector", b"reason": b"old"}
+    )
+    await bus.ensure_group(K.EVENTS, "collector")
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(3)])
+    entries = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
+    await bus.dead_letter(K.EVENTS, "collector", entries, "KeyError: 'sku'")
+    monkeypatch.setattr(cli, "REDRIVE_PAGE", 2)  # the legacy one and a good one on page one
+    argv = ["bus", "redrive", "events", "--all", "--config", config.source]
+    assert await asyncio.to_thread(cli.main, argv) == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["moved"]) == 3
+    assert answer["not_moved"] == [legacy.decode()]
+    assert [d.id for d in await bus.dead_letters(K.EVENTS)] == [legacy.decode()]
+
+
 async def test_agent_runs_as_its_own_process_and_stops_on_sigterm(
     config: Config, prefix: str
 ) -> None:
