@@ -53,6 +53,8 @@ from gateway.events import pack
 from gateway.keys import ENTRY_FIELD, EVENTS, Keys
 from gateway.redis import socket_path
 
+#: Seconds --with-collector waits for the collector to work through its backlog.
+DRAIN_LIMIT = 600
 AUTH = "Basic " + base64.b64encode(b"demo-write-key:").decode()
 BATCH = 50
 
@@ -262,6 +264,8 @@ def with_collector(rate: int, seconds: int, backlog: int) -> int:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 load = pool.submit(open_loop, batch_url, rate, seconds, "over-backlog")
                 while not collector_drained(client, stream):  # the backlog, and what came since
+                    if time.monotonic() - began > DRAIN_LIMIT:
+                        raise RuntimeError(f"the collector did not drain in {DRAIN_LIMIT} s")
                     time.sleep(0.05)
                 drained = time.monotonic() - began
                 busy = load.result()
