@@ -459,6 +459,39 @@ class Bus:
             log.warning("put back %d dead-lettered entr(ies) of %s", len(moved), stream)
         return moved
 
+    async def discard(self, stream: str, ids: Sequence[str]) -> list[str]:
+        """Delete dead letters of ``stream`` for good (an operator looked at them and gave
+        them up); the ids that were there and are gone."""
+        dead = self.keys.dead_letter(stream)
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for dead_id in ids:
+                    pipe.xdel(dead, dead_id)
+                deleted = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"discard dead letters of {stream}: {exc}") from exc
+        gone = [dead_id for dead_id, n in zip(ids, deleted, strict=True) if int(n)]
+        if gone:
+            log.warning("discarded %d dead-lettered entr(ies) of %s", len(gone), stream)
+        return gone
+
+    async def discard_all(self, stream: str) -> int:
+        """Delete every dead letter ``stream`` holds now (one dead-lettered meanwhile stays):
+        how many."""
+        dead = self.keys.dead_letter(stream)
+        try:
+            newest: Any = await self.client.xrevrange(dead, count=1)
+            if not newest:
+                return 0
+            # MINID drops the ids below it: everything up to the newest one seen
+            minid = next_id(_id(newest[0][0]))
+            removed = int(await self.client.xtrim(dead, minid=minid, approximate=False))
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"discard dead letters of {stream}: {exc}") from exc
+        if removed:
+            log.warning("discarded %d dead-lettered entr(ies) of %s", removed, stream)
+        return removed
+
     async def latest(self, stream: str, count: int) -> list[Entry]:
         """The newest ``count`` entries, newest first (for people watching, not consumers)."""
         try:

@@ -75,17 +75,31 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("stream", choices=streams)
     dead.add_argument("--count", type=_positive, default=100, help="oldest first (default 100)")
     dead.set_defaults(run=cmd_bus_dead_letters)
-    redrive = bus_commands.add_parser(
-        "redrive",
-        parents=[common],
-        help="put dead-lettered entries back on their stream, for the group that gave up",
-    )
-    redrive.add_argument("stream", choices=streams)
-    redrive.add_argument(
-        "ids", nargs="*", type=_stream_id, metavar="ID", help="dead-letter ids (see dead-letters)"
-    )
-    redrive.add_argument("--all", action="store_true", help="every dead letter of the stream")
-    redrive.set_defaults(run=cmd_bus_redrive)
+    for name, does, every, run in (
+        (
+            "redrive",
+            "put dead-lettered entries back on their stream, for the group that gave up",
+            "every dead letter of the stream",
+            cmd_bus_redrive,
+        ),
+        (
+            "discard",
+            "delete dead-lettered entries for good (after looking at them)",
+            "every dead letter the stream holds when it starts",
+            cmd_bus_discard,
+        ),
+    ):
+        dead_letters = bus_commands.add_parser(name, parents=[common], help=does)
+        dead_letters.add_argument("stream", choices=streams)
+        dead_letters.add_argument(
+            "ids",
+            nargs="*",
+            type=_stream_id,
+            metavar="ID",
+            help="dead-letter ids (see dead-letters)",
+        )
+        dead_letters.add_argument("--all", action="store_true", help=every)
+        dead_letters.set_defaults(run=run)
 
     imp = commands.add_parser(
         "import-logs", parents=[common], help="import web server access logs as page events"
@@ -273,13 +287,20 @@ def cmd_bus_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ids_or_all(args: argparse.Namespace) -> bool:
+    """Whether a dead-letter command names ids or ``--all`` (one of them); says so if not."""
+    if bool(args.ids) != bool(args.all):
+        return True
+    print(f"touchpoint bus {args.bus_command}: name dead-letter ids, or --all", file=sys.stderr)
+    return False
+
+
 #: Dead letters ``bus redrive --all`` reads and moves at a time.
 REDRIVE_PAGE = 500
 
 
 def cmd_bus_redrive(args: argparse.Namespace) -> int:
-    if bool(args.ids) == bool(args.all):
-        print("touchpoint bus redrive: name dead-letter ids, or --all", file=sys.stderr)
+    if not _ids_or_all(args):
         return 2
     config = _load(args)
 
@@ -302,6 +323,21 @@ def cmd_bus_redrive(args: argparse.Namespace) -> int:
     print(json.dumps({"moved": [{"dead_letter": old, "id": new} for old, new in moved],
                       "not_moved": left}, indent=2))  # fmt: skip
     return 1 if left else 0
+
+
+def cmd_bus_discard(args: argparse.Namespace) -> int:
+    if not _ids_or_all(args):
+        return 2
+    config = _load(args)
+    if args.all:
+        count = _run(_with_bus(config, lambda bus: bus.discard_all(args.stream)))
+        print(json.dumps({"discarded": count}, indent=2))
+        return 0
+    asked: list[str] = list(dict.fromkeys(args.ids))
+    gone = _run(_with_bus(config, lambda bus: bus.discard(args.stream, asked)))
+    missing = [i for i in asked if i not in set(gone)]
+    print(json.dumps({"discarded": gone, "not_found": missing}, indent=2))
+    return 1 if missing else 0
 
 
 async def _with_bus(config: configuration.Config, work: Callable[[Bus], Awaitable[T]]) -> T:

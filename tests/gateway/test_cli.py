@@ -123,6 +123,60 @@ async def test_redrive_all_goes_past_a_dead_letter_that_cannot_go_back(
     assert [d.id for d in await bus.dead_letters(K.EVENTS)] == [legacy.decode()]
 
 
+async def test_bus_discard_deletes_the_dead_letters_named_or_all_there_were(
+    config: Config, config_bus: Bus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = config_bus
+    await bus.ensure_group(K.EVENTS, "collector")
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(4)])
+    entries = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
+    await bus.dead_letter(K.EVENTS, "collector", entries[:3], "KeyError: 'sku'")
+    ids = [d.id for d in await bus.dead_letters(K.EVENTS)]
+    base = ["--config", config.source]
+
+    def run(*args: str) -> int:
+        return cli.main(["bus", "discard", *args, *base])
+
+    assert await asyncio.to_thread(run, "events") == 2  # neither ids nor --all
+    assert "name dead-letter ids, or --all" in capsys.readouterr().err
+    assert await asyncio.to_thread(run, "events", ids[1], "0-1") == 1
+    assert json.loads(capsys.readouterr().out) == {"discarded": [ids[1]], "not_found": ["0-1"]}
+    assert [d.id for d in await bus.dead_letters(K.EVENTS)] == [ids[0], ids[2]]
+    assert await asyncio.to_thread(run, "events", ids[1]) == 1  # gone already
+    capsys.readouterr()
+
+    assert await asyncio.to_thread(run, "events", "--all") == 0
+    assert json.loads(capsys.readouterr().out) == {"discarded": 2}
+    assert await bus.dead_letters(K.EVENTS) == []
+    # what the stream's groups have not given up on is untouched
+    pending = await bus.client.xpending(bus.keys.stream(K.EVENTS), "collector")
+    assert pending["pending"] == 1
+    assert await asyncio.to_thread(run, "events", "--all") == 0
+    assert json.loads(capsys.readouterr().out) == {"discarded": 0}
+
+
+async def test_bus_discard_all_keeps_a_dead_letter_that_came_after_it_looked(
+    config_bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--all`` is what the stream held when it started: one dead-lettered between its look
+    and its trim stays."""
+    bus = config_bus
+    await bus.ensure_group(K.EVENTS, "collector")
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(2)])
+    first, second = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
+    await bus.dead_letter(K.EVENTS, "collector", [first], "one")
+    looked = bus.client.xrevrange
+
+    async def look_then_another_arrives(*args: object, **kwargs: object) -> object:
+        seen = await looked(*args, **kwargs)  # type: ignore[arg-type]
+        await bus.dead_letter(K.EVENTS, "collector", [second], "two")
+        return seen
+
+    monkeypatch.setattr(bus.client, "xrevrange", look_then_another_arrives)
+    assert await bus.discard_all(K.EVENTS) == 1
+    assert [d.reason for d in await bus.dead_letters(K.EVENTS)] == ["two"]
+
+
 async def test_agent_runs_as_its_own_process_and_stops_on_sigterm(
     config: Config, prefix: str
 ) -> None:
