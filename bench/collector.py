@@ -82,6 +82,7 @@ from gateway.agents.sessions import Sessions
 from gateway.agents.sync import customer_rows
 from gateway.bus import Bus, Entry
 from gateway.cli import new_loop, tune_gc
+from gateway.compiled import MODULES, in_use, module_name
 from gateway.datamart.profiles import get_profiles
 from gateway.events import Event, pack, unpack
 from gateway.keys import Keys
@@ -613,8 +614,19 @@ def report(results: Sequence[Run | str], argv: Sequence[str]) -> str:
             f"loop's thread ({run.loop_cpu / run.seconds:.0%} of the run)"
         )
     lines += ["", *[f"note: {r}" for r in results if isinstance(r, str)]]
+    lines += [modules_note(), ""]
     lines += ["Reproduce with:", "", f"    {command(argv)}"]
     return "\n".join(lines)
+
+
+def modules_note() -> str:
+    """Whether the collector's hot modules ran compiled (gateway/native.py)."""
+    names = [module_name(m) for m in MODULES]
+    running = set(in_use())
+    if running == set(names):
+        return f"The collector's {len(names)} hot modules ran compiled (mypyc: `make native`)."
+    source = ", ".join(n for n in names if n not in running)
+    return f"Ran from source, not compiled: {source} (`make native` compiles them)."
 
 
 def command(argv: Sequence[str]) -> str:
@@ -733,6 +745,7 @@ async def steps(total: int, visitors: int, per_entry: int) -> None:
         f"\nSnapshot of the {len(found):,} customers touched ({len(snapshots):,} dim_customer "
         f"rows, as the sync tick makes them): {each[0]:.0f} µs wall, {each[1]:.0f} µs CPU each"
     )
+    print(f"\n{modules_note()}")
 
 
 async def redis_cpu(client: Any) -> float:

@@ -33,12 +33,14 @@ STRIDE: Final = 256
 
 class Pace:
     """``await pace()`` between pieces of work: yields to the event loop once :data:`SLICE`
-    has passed since this pace last did (or was made)."""
+    has passed since this pace last did (or was made). ``step`` names the loop, for who
+    looks at it (a test; compiled code has no frames to inspect)."""
 
-    __slots__ = ("_since",)
+    __slots__ = ("_since", "step")
 
-    def __init__(self) -> None:
+    def __init__(self, step: str = "") -> None:
         self._since = time.perf_counter()
+        self.step = step
 
     async def __call__(self) -> None:
         if time.perf_counter() - self._since >= SLICE:
@@ -87,10 +89,12 @@ async def turn() -> None:
     await turns.wait(loop)
 
 
-async def paced(items: Sequence[T], stride: int = STRIDE) -> AsyncIterator[Sequence[T]]:
+async def paced(
+    items: Sequence[T], stride: int = STRIDE, step: str = ""
+) -> AsyncIterator[Sequence[T]]:
     """``items`` in runs of ``stride``, yielding to the event loop between runs as :class:`Pace`
-    does."""
-    pace = Pace()
+    (named ``step``) does."""
+    pace = Pace(step)
     for start in range(0, len(items), stride):
         yield items[start : start + stride]
         await pace()

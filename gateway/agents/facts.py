@@ -136,7 +136,7 @@ def sale_records(event: Event) -> list[tuple[Any, ...]]:
     ts = event.timestamp
     day = date_key(ts)
     rows = []
-    for line_no, product in enumerate(p for p in products if isinstance(p, dict)):
+    for line_no, product in enumerate([p for p in products if isinstance(p, dict)]):
         quantity = _number(product.get("quantity")) or 1.0
         price = _number(product.get("price")) or 0.0
         discount = _number(product.get("discount")) or 0.0
@@ -222,6 +222,6 @@ async def paced_fact_records(events: Sequence[Event]) -> list[Records]:
     """:func:`fact_records`, giving the event loop back between runs of events
     (:mod:`gateway.pacing`)."""
     facts = _Facts()
-    async for part in paced(events):
+    async for part in paced(events, step="facts"):
         facts.add(part)
     return facts.records()

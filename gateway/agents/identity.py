@@ -15,6 +15,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from gateway import keys as K
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
@@ -35,6 +37,7 @@ OUTPUT = K.IDENTIFIED
 CHUNK: Final = 200
 
 
+@mypyc_attr(native_class=False)  # an ordinary class: tests replace methods on instances
 class Identity:
     """The identity agent's handler, with its tick."""
 
@@ -61,7 +64,7 @@ class Identity:
         out = [list(events) for events in batches]
         by_site: dict[str, _Site] = {}
         place = 0
-        pace = Pace()
+        pace = Pace("identity.resolve")
         for events in out:
             await pace()
             for event in events:
@@ -186,7 +189,7 @@ class _Site:
         into: dict[str, list[tuple[int, int, str]]] = {}
         for n, (at, merged, survivor) in enumerate(self.merges):
             into.setdefault(merged, []).append((n, at, survivor))
-        pace = Pace()
+        pace = Pace("identity.settle")
         for item in self.items:
             await pace()
             customer = item.customer

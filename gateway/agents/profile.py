@@ -12,13 +12,15 @@ another goes to the survivor once the fold is complete (:mod:`gateway.datamart.s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from mypy_extensions import mypyc_attr
 
 from gateway import keys as K
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
-from gateway.datamart.deltas import combined
+from gateway.datamart.deltas import Combined, combined
 from gateway.datamart.store import StoreSettings, apply
 from gateway.events import Event
 from gateway.pacing import paced
@@ -26,6 +28,7 @@ from gateway.pacing import paced
 STREAM = K.IDENTIFIED
 
 
+@mypyc_attr(native_class=False)  # an ordinary class: tests replace methods on instances
 class Profiles:
     """The profile agent's handler."""
 
@@ -40,15 +43,20 @@ class Profiles:
     async def update(self, events: Sequence[Event]) -> None:
         """Apply ``events`` (identified) to their customers' profiles."""
         groups: dict[str, list[Event]] = {}
-        async for part in paced(events):
+        async for part in paced(events, step="profile"):
             for event in part:
                 if event.customer_id and event.context.get("bot") is not True:
                     groups.setdefault(event.customer_id, []).append(event)
         if not groups:
             return
-        # made as the pipeline is packed: Redis applies one part while the next is made
-        changes = ((customer, combined(mine)) for customer, mine in groups.items())
-        self.applied += await apply(self.bus, self.bus.keys, changes, self.settings)
+        self.applied += await apply(self.bus, self.bus.keys, _changes(groups), self.settings)
+
+
+def _changes(groups: dict[str, list[Event]]) -> Iterator[tuple[str, list[Combined]]]:
+    """Each customer's combined deltas, made as the pipeline is packed: Redis applies one part
+    while the next is made (a generator function: mypyc makes a generator expression a list)."""
+    for customer, mine in groups.items():
+        yield customer, combined(mine)
 
 
 def handler(bus: Bus, config: Config) -> Handler:

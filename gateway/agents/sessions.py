@@ -22,16 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from mypy_extensions import mypyc_attr
+
 from gateway import keys as K
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
 from gateway.datamart.lua import Script, execute, text
+from gateway.datamart.records import OpenSession, SessionRecord
 from gateway.datamart.sessions import (
     SESSIONLESS,
-    OpenSession,
     Rules,
-    SessionRecord,
     advance,
     close,
     pack_records,
@@ -94,6 +95,7 @@ class _Plan:
     known: dict[str, str] = field(default_factory=dict)
 
 
+@mypyc_attr(native_class=False)  # an ordinary class: tests replace methods on instances
 class Sessions:
     """The sessions agent's handler, with its tick."""
 
@@ -139,7 +141,7 @@ class Sessions:
         now = now_ms or int(time.time() * 1000)
         out = [list(events) for events in batches]
         pending: dict[Visitor, _Plan] = {}
-        pace = Pace()
+        pace = Pace("sessions.assign")
         for events in out:
             await pace()
             for event in events:
@@ -177,7 +179,7 @@ class Sessions:
                 yield (b"HMGET", session_of_events(site, visitor, bucket - 1), *ids)
 
         replies = await execute(self.bus, commands())
-        pace = Pace()
+        pace = Pace("sessions.load")
         for n, plan in enumerate(plans.values()):
             await pace()
             (version, blob), current, previous = replies[3 * n : 3 * n + 3]
@@ -196,7 +198,7 @@ class Sessions:
         ended: list[tuple[SessionRecord, _Plan]] = []
         writes: list[tuple[Any, ...]] = []
         written: list[Visitor] = []
-        pace = Pace()
+        pace = Pace("sessions.commit")
         for (site, visitor), plan in plans.items():
             await pace()
             rules = self.rules.get(site, self.default_rules)

@@ -24,7 +24,8 @@ from gateway.bus import Entry
 from gateway.datamart import profiles
 from gateway.datamart.lua import text
 from gateway.datamart.profiles import Profile
-from gateway.datamart.sessions import SessionRecord, unpack_records
+from gateway.datamart.records import SessionRecord
+from gateway.datamart.sessions import unpack_records
 from gateway.events import Event
 from gateway.keys import Keys
 from gateway.warehouse import Warehouse

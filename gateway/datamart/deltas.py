@@ -24,6 +24,7 @@ from gateway.datamart.commerce import (
     store_of,
     text,
 )
+from gateway.datamart.records import Delta, Latest, Snapshot
 from gateway.events import Event
 
 #: Integer counters of ``p`` (``revenue`` is a float; ``visits`` is counted from sessions).
@@ -34,35 +35,6 @@ COUNTERS: Final = (
 INTEREST: Final = {"viewed": 1.0, "carted": 3.0, "bought": 5.0}
 RECENT: Final = ("viewed", "carted", "bought")
 SCORES: Final = ("interests", "stores")
-
-
-class Latest(msgspec.Struct, array_like=True):
-    """A value that the latest event wins: ``raw`` (JSON, stored as is) carries ``at`` too."""
-
-    at: int
-    raw: str
-
-
-class Delta(msgspec.Struct, omit_defaults=True, gc=False):
-    """Operations on one customer's profile, applied together once (``id`` is the guard)."""
-
-    id: str
-    #: The other events the delta stands for (:func:`combine`): it is applied only when none
-    #: of its ids was, and records them all.
-    more: list[str] = []
-    site: str | None = None
-    incr: dict[str, int] = {}
-    fincr: dict[str, float] = {}
-    min: dict[str, int] = {}
-    max: dict[str, int] = {}
-    latest: dict[str, Latest] = {}
-    recent: dict[str, list[tuple[str, int]]] = {}
-    scores: dict[str, list[tuple[str, float]]] = {}
-    sessions: list[tuple[str, int]] = []
-    #: Folds only: the merged customer's visits (sessions both knew are counted once).
-    visits: int | None = None
-    #: Folds only: the merged customer's processed event ids, so their replays stay absorbed.
-    done: list[tuple[str, float]] = []
 
 
 _encoder: Final = msgspec.json.Encoder()
@@ -309,21 +281,6 @@ def _traits_of(event: Event) -> list[dict[str, Any]]:
     if event.traits:
         found.append(event.traits)  # after context.traits: the call's own traits win
     return found
-
-
-class Snapshot(msgspec.Struct, kw_only=True):
-    """A sealed (merged) customer's whole profile, as the seal script returns it."""
-
-    into: str
-    p: dict[str, str] = {}
-    attr: dict[str, str] = {}
-    viewed: list[tuple[str, float]] = []
-    carted: list[tuple[str, float]] = []
-    bought: list[tuple[str, float]] = []
-    interests: list[tuple[str, float]] = []
-    stores: list[tuple[str, float]] = []
-    sessions: list[tuple[str, float]] = []
-    done: list[tuple[str, float]] = []
 
 
 def fold_delta(merged: str, snap: Snapshot) -> Delta:

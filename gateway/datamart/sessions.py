@@ -18,87 +18,19 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
-from typing import Any, Final, Literal
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
 from gateway.datamart.commerce import revenue_of
-from gateway.datamart.referrers import ReferrerClass, classify
+from gateway.datamart.records import EndReason, OpenSession, SessionRecord
+from gateway.datamart.referrers import classify
 from gateway.events import Event
-
-EndReason = Literal["timeout", "campaign", "midnight", "idle"]
 
 #: Channels whose events are not visits: an email open, an ERP stock change.
 SESSIONLESS: Final = frozenset({"email", "erp"})
 CAMPAIGN_FIELDS: Final = ("source", "medium", "name", "term", "content")
-
-
-class OpenSession(msgspec.Struct, kw_only=True):
-    """A visit in progress, as kept in Redis between events (times in ms since the epoch)."""
-
-    session_id: str
-    site: str
-    visitor: str
-    anonymous_id: str | None = None
-    user_id: str | None = None
-    channel: str
-    first_event_id: str
-    last_event_id: str
-    started: int
-    last: int
-    #: The next local midnight after the first event: an event at or after it starts a new visit.
-    day_end: int
-    #: Wall clock of the last event processed (for closing idle sessions).
-    touched: int
-    landing_page: str | None = None
-    referrer: str | None = None
-    referrer_class: ReferrerClass = "direct"
-    campaign: dict[str, str] = {}
-    campaign_key: str = ""
-    pages: int = 0
-    events: int = 0
-    orders: int = 0
-    revenue: float = 0.0
-    device_type: str | None = None
-    browser: str | None = None
-    os: str | None = None
-
-
-class SessionRecord(msgspec.Struct, kw_only=True):
-    """A finished visit, as the sessions agent publishes it on the ``sessions`` stream."""
-
-    session_id: str
-    site: str
-    #: The visitor the session was keyed on (the anonymous id, else the user id).
-    visitor_id: str
-    anonymous_id: str | None = None
-    user_id: str | None = None
-    #: The customer the identity graph held for the visitor when the session closed.
-    customer_id: str | None = None
-    channel: str
-    started_at: datetime
-    ended_at: datetime
-    #: Seconds from the first to the last event.
-    duration: float
-    landing_page: str | None = None
-    referrer: str | None = None
-    referrer_class: ReferrerClass
-    campaign: dict[str, str] = {}
-    pages: int
-    events: int
-    orders: int = 0
-    revenue: float = 0.0
-    #: One page view and nothing else.
-    bounced: bool
-    #: At least one ``Order Completed``.
-    converted: bool
-    device_type: str | None = None
-    browser: str | None = None
-    os: str | None = None
-    end_reason: EndReason
-    first_event_id: str
-    last_event_id: str
 
 
 @dataclass(frozen=True)

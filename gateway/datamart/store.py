@@ -28,8 +28,9 @@ from typing import Any, Final
 
 from gateway.bus import Bus
 from gateway.config import CollectorConfig
-from gateway.datamart.deltas import Combined, Snapshot, encode, fold_delta
+from gateway.datamart.deltas import Combined, encode, fold_delta
 from gateway.datamart.lua import Script, execute, pairs, scored, text
+from gateway.datamart.records import Snapshot
 from gateway.errors import BusUnavailable
 from gateway.keys import Keys
 

@@ -210,7 +210,7 @@ class PostgresWarehouse:
 async def _paced(rows: Sequence[Any]) -> AsyncIterator[Any]:
     """``rows`` for COPY, which encodes them on the event loop: a slice at a time
     (:mod:`gateway.pacing`), not 80,000 rows at once."""
-    async for part in paced(rows, 1024):
+    async for part in paced(rows, 1024, "postgres.copy"):
         for row in part:
             yield row
 

@@ -14,7 +14,8 @@ from gateway.agents import AGENTS, AgentContext
 from gateway.agents.runtime import Agent, Backoff, Handler
 from gateway.bus import Bus
 from gateway.config import Config
-from gateway.datamart.sessions import SessionRecord, unpack_records
+from gateway.datamart.records import SessionRecord
+from gateway.datamart.sessions import unpack_records
 from gateway.events import Event, unpack
 from tests.helpers import eventually
 

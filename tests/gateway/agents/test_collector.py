@@ -4,7 +4,6 @@ through, so its retry counts each event once."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -156,23 +155,24 @@ async def test_every_step_hands_the_event_loop_back_while_it_works_through_a_bat
 ) -> None:
     """A batch is seconds of Python at full size: each step's per-event loop lets the loop run
     others (the HTTP server of ``serve``) between slices. With a slice of 0 s every look at
-    the clock yields; the functions that yielded are noted."""
+    the clock yields; the steps whose paces yielded are noted (by name: the steps may be
+    compiled, with no frames to look at)."""
     monkeypatch.setattr(pacing, "SLICE", 0.0)
     yielded: set[str] = set()
-    turn = pacing.turn
+    call = pacing.Pace.__call__
 
-    async def noting() -> None:
-        yielded.update(frame.function for frame in inspect.stack()[1:8])
-        await turn()
+    async def noting(pace: pacing.Pace) -> None:
+        yielded.add(pace.step)
+        await call(pace)
 
-    monkeypatch.setattr(pacing, "turn", noting)
+    monkeypatch.setattr(pacing.Pace, "__call__", noting)
     ctx = AgentContext(chain.config, chain.client, chain.keys, chain.bus, warehouse)
     handler: Collector = AGENTS["collector"].make(ctx)  # type: ignore[assignment]
     visits = [[ev(f"e{i}-{n}", n, anonymous_id=f"a{i}") for n in range(300)] for i in range(4)]
     await handler([Entry(f"1-{i}", events, raw=pack(events)) for i, events in enumerate(visits)])
-    monkeypatch.setattr(pacing, "turn", turn)
+    monkeypatch.setattr(pacing.Pace, "__call__", call)
     assert {
-        "_screen", "assign", "_load", "_commit", "resolve", "settle", "update",
-        "paced_fact_records",
+        "filter.screen", "sessions.assign", "sessions.load", "sessions.commit",
+        "identity.resolve", "identity.settle", "profile", "facts",
     } <= yielded  # fmt: skip
     assert await fact_events(warehouse) == 1200

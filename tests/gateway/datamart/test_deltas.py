@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from gateway.datamart.deltas import Snapshot, encode, event_delta, fold_delta
+from gateway.datamart.deltas import encode, event_delta, fold_delta
+from gateway.datamart.records import Snapshot
 from gateway.datamart.sessions import ms
 from tests.gateway.agents.chain import at, ev
 

@@ -8,10 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway import config as configuration
+from gateway.datamart.records import OpenSession, SessionRecord
 from gateway.datamart.sessions import (
-    OpenSession,
     Rules,
-    SessionRecord,
     advance,
     campaign_of,
     next_midnight,

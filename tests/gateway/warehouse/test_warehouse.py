@@ -12,7 +12,8 @@ import pytest
 
 from gateway.agents.sync import sessions_handler
 from gateway.bus import Entry
-from gateway.datamart.sessions import SessionRecord, pack_records
+from gateway.datamart.records import SessionRecord
+from gateway.datamart.sessions import pack_records
 from gateway.errors import WarehouseError
 from gateway.events import CHANNELS
 from gateway.warehouse import Warehouse, migrations
