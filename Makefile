@@ -44,4 +44,3 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
 	find gateway -name '*.so' -delete
-	rm -f *__mypyc*.so

@@ -35,6 +35,9 @@ MODULES: Final = (
     "gateway/datamart/store.py",
 )
 SUFFIX: Final = importlib.machinery.EXTENSION_SUFFIXES[0]
+#: The mypyc group: its runtime goes in ``gateway/_compiled__mypyc`` + :data:`SUFFIX`, inside the
+#: package (found wherever ``gateway`` is; mypyc's default puts it at the top of the tree).
+GROUP: Final = "gateway._compiled"
 
 
 def module_name(source: str) -> str:
@@ -44,6 +47,12 @@ def module_name(source: str) -> str:
 def extension(source: str, root: Path = ROOT) -> Path:
     """Where the compiled module of ``source`` goes (beside it)."""
     return root / source.replace(".py", SUFFIX)
+
+
+def runtime(root: Path = ROOT) -> Path:
+    """The group's shared library (the compiled code of every module; each extension is a
+    shim importing it)."""
+    return root / f"{GROUP.replace('.', '/')}__mypyc{SUFFIX}"
 
 
 def compiled(root: Path = ROOT, modules: Sequence[str] = MODULES) -> bool:

@@ -27,30 +27,42 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.compiled import MODULES, ROOT, SUFFIX, compiled, extension, stale
+from gateway.compiled import GROUP, MODULES, ROOT, compiled, extension, runtime, stale
+
+#: What ``build_ext --inplace`` runs: mypyc's own CLI would name the group after a hash and
+#: put its runtime at the top of the tree, where an installed ``gateway`` does not find it.
+_SETUP = """
+from mypyc.build import mypycify
+from setuptools import setup
+
+setup(
+    name="touchpoint-compiled",
+    ext_modules=mypycify({modules!r}, group_name={group!r}),
+    script_args=["build_ext", "--inplace"],
+)
+"""
 
 
 def clean(root: Path = ROOT) -> None:
     """Remove the extensions (the source runs again)."""
     for source in MODULES:
         extension(source, root).unlink(missing_ok=True)
-    for shared in root.glob(f"*__mypyc{SUFFIX}"):
-        shared.unlink()
+    runtime(root).unlink(missing_ok=True)
 
 
 def build(root: Path = ROOT) -> bool:
     """Compile :data:`MODULES` in place unless they are up to date; whether they are compiled
     now. A failure (no C compiler, no mypyc) leaves none behind and says why."""
-    if compiled(root) and not stale(root):
+    if compiled(root) and runtime(root).exists() and not stale(root):
         return True
     clean(root)
     started = time.time()
-    command = [sys.executable, "-m", "mypyc", *MODULES]
+    command = [sys.executable, "-c", _SETUP.format(modules=list(MODULES), group=GROUP)]
     try:
         done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
     except OSError as exc:
         done = subprocess.CompletedProcess(command, 1, "", str(exc))
-    if done.returncode == 0 and compiled(root):
+    if done.returncode == 0 and compiled(root) and runtime(root).exists():
         # built from the sources as they were when it started (an extension whose C did not
         # change is copied with its old time): a source edited since is newer
         for source in MODULES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,12 +62,17 @@ def test_without_extensions_nothing_is_stale(package: Path) -> None:
     assert importlib.import_module("tpfake.hot").WHERE == "source"
 
 
-def test_the_collectors_modules_run_compiled() -> None:
+def test_the_collectors_modules_run_compiled(tmp_path: Path) -> None:
     """``make`` compiles them (gateway/native.py); without a C compiler the source runs: skip
-    locally, fail in CI."""
-    import gateway.agents.collector  # noqa: F401  (imports every compiled module)
-
+    locally, fail in CI. Checked as ``touchpoint serve`` imports them: another process, started
+    elsewhere than the checkout (which is then not on its path)."""
     if not compiled.compiled():
         need_service("compiled modules", "`make` could not compile them (a C compiler?)")
     assert compiled.stale() == []
-    assert compiled.in_use() == [compiled.module_name(m) for m in compiled.MODULES]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = "import gateway.agents.collector, gateway.compiled as c; print(*c.in_use())"
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [compiled.module_name(m) for m in compiled.MODULES]
