@@ -35,6 +35,8 @@ MODULES: Final = (
     "gateway/datamart/store.py",
 )
 SUFFIX: Final = importlib.machinery.EXTENSION_SUFFIXES[0]
+#: Where extensions are looked for (and run from source when stale).
+PACKAGES: Final = ("gateway",)
 #: The mypyc group: its runtime goes in ``gateway/_compiled__mypyc`` + :data:`SUFFIX`, inside the
 #: package (found wherever ``gateway`` is; mypyc's default puts it at the top of the tree).
 GROUP: Final = "gateway._compiled"
@@ -60,15 +62,24 @@ def compiled(root: Path = ROOT, modules: Sequence[str] = MODULES) -> bool:
     return all(extension(m, root).exists() for m in modules)
 
 
-def stale(root: Path = ROOT, modules: Sequence[str] = MODULES) -> list[str]:
-    """The sources of the modules' packages (``gateway/``) newer than the oldest extension ([]
-    when there are none or they are all newer)."""
-    built = [extension(m, root) for m in modules]
-    times = [p.stat().st_mtime for p in built if p.exists()]
+def extensions(root: Path = ROOT, packages: Sequence[str] = PACKAGES) -> list[Path]:
+    """Every extension module under ``packages`` that has a source beside it, whatever built
+    it (one left from a module compiled before counts as much as the others)."""
+    found = (p for package in packages for p in (root / package).rglob(f"*{SUFFIX}"))
+    return sorted(p for p in found if _source_of(p).exists())
+
+
+def _source_of(extension: Path) -> Path:
+    return extension.with_name(extension.name.removesuffix(SUFFIX) + ".py")
+
+
+def stale(root: Path = ROOT, packages: Sequence[str] = PACKAGES) -> list[str]:
+    """The sources under ``packages`` newer than the oldest extension there ([] when there are
+    none or they are all newer)."""
+    times = [p.stat().st_mtime for p in extensions(root, packages)]
     if not times:
         return []
     oldest = min(times)
-    packages = {m.split("/")[0] for m in modules}
     return sorted(
         str(p.relative_to(root))
         for package in packages
@@ -88,10 +99,12 @@ def _is_extension(module: ModuleType) -> bool:
 
 
 class _Source(importlib.abc.MetaPathFinder):
-    """Finds the compiled modules' sources, ahead of their (stale) extensions."""
+    """Finds the sources of modules that have (stale) extensions, ahead of those."""
 
-    def __init__(self, root: Path, modules: Sequence[str]) -> None:
-        self.sources = {module_name(m): root / m for m in modules}
+    def __init__(self, root: Path, extensions: Sequence[Path]) -> None:
+        self.sources = {
+            module_name(str(_source_of(p).relative_to(root))): _source_of(p) for p in extensions
+        }
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -100,13 +113,13 @@ class _Source(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source) if source else None
 
 
-def use_source_if_stale(root: Path = ROOT, modules: Sequence[str] = MODULES) -> bool:
+def use_source_if_stale(root: Path = ROOT, packages: Sequence[str] = PACKAGES) -> bool:
     """When sources changed after the extensions were built, import the sources (and warn);
     whether it did."""
-    changed = stale(root, modules)
+    changed = stale(root, packages)
     if not changed:
         return False
-    sys.meta_path.insert(0, _Source(root, modules))
+    sys.meta_path.insert(0, _Source(root, extensions(root, packages)))
     shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
     warnings.warn(
         f"{shown} changed after the collector's modules were compiled: running their source "

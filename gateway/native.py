@@ -27,7 +27,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.compiled import GROUP, MODULES, ROOT, compiled, extension, runtime, stale
+from gateway.compiled import (
+    GROUP,
+    MODULES,
+    PACKAGES,
+    ROOT,
+    compiled,
+    extension,
+    extensions,
+    runtime,
+    stale,
+)
 
 #: What ``build_ext --inplace`` runs: mypyc's own CLI would name the group after a hash and
 #: put its runtime at the top of the tree, where an installed ``gateway`` does not find it.
@@ -43,10 +53,10 @@ setup(
 """
 
 
-def clean(root: Path = ROOT) -> None:
+def clean(root: Path = ROOT, packages: Sequence[str] = PACKAGES) -> None:
     """Remove the extensions (the source runs again)."""
-    for source in MODULES:
-        extension(source, root).unlink(missing_ok=True)
+    for built in extensions(root, packages):  # those of modules compiled before too
+        built.unlink()
     runtime(root).unlink(missing_ok=True)
 
 

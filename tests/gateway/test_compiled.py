@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import compiled
+from gateway import compiled, native
 from tests.conftest import need_service
 
 MODULE = "tpfake/hot.py"
@@ -29,7 +29,7 @@ def package(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
     sys.meta_path[:] = finders
     sys.path.remove(str(tmp_path))
-    for name in ("tpfake", "tpfake.hot"):
+    for name in ("tpfake", "tpfake.hot", "tpfake.old"):
         sys.modules.pop(name, None)
 
 
@@ -41,24 +41,37 @@ def _age(path: Path, seconds: float) -> None:
 def test_an_extension_newer_than_every_source_is_used(package: Path) -> None:
     for source in (package / "tpfake").glob("*.py"):
         _age(source, 60)
-    assert compiled.stale(package, [MODULE]) == []
-    assert not compiled.use_source_if_stale(package, [MODULE])
+    assert compiled.stale(package, ["tpfake"]) == []
+    assert not compiled.use_source_if_stale(package, ["tpfake"])
     with pytest.raises(ImportError):  # the 'extension' was taken, and it does not load
         importlib.import_module("tpfake.hot")
 
 
 def test_a_source_changed_after_the_build_runs_the_source_with_a_warning(package: Path) -> None:
     _age(compiled.extension(MODULE, package), 60)  # built a minute ago, then both edited
-    assert compiled.stale(package, [MODULE]) == ["tpfake/__init__.py", "tpfake/hot.py"]
+    assert compiled.stale(package, ["tpfake"]) == ["tpfake/__init__.py", "tpfake/hot.py"]
     with pytest.warns(RuntimeWarning, match=r"tpfake/__init__.py, tpfake/hot.py changed after"):
-        assert compiled.use_source_if_stale(package, [MODULE])
+        assert compiled.use_source_if_stale(package, ["tpfake"])
     assert importlib.import_module("tpfake.hot").WHERE == "source"
 
 
 def test_without_extensions_nothing_is_stale(package: Path) -> None:
     compiled.extension(MODULE, package).unlink()
-    assert compiled.stale(package, [MODULE]) == []
+    assert compiled.stale(package, ["tpfake"]) == []
     assert not compiled.compiled(package, [MODULE])
+    assert importlib.import_module("tpfake.hot").WHERE == "source"
+
+
+def test_clean_removes_every_extension_with_a_source_even_of_a_module_no_longer_compiled(
+    package: Path,
+) -> None:
+    left = package / "tpfake" / "old.py"
+    left.write_text("WHERE = 'old source'\n")
+    compiled.extension("tpfake/old.py", package).write_bytes(b"built by an earlier list")
+    assert len(compiled.extensions(package, ["tpfake"])) == 2
+    native.clean(package, ["tpfake"])
+    assert compiled.extensions(package, ["tpfake"]) == []
+    assert importlib.import_module("tpfake.old").WHERE == "old source"
     assert importlib.import_module("tpfake.hot").WHERE == "source"
 
 
