@@ -65,6 +65,10 @@ class Keys:
         (expires ``pos.coupon_valid`` after it was issued)."""
         return f"{self.prefix}:coupon:{code}"
 
+    def order_coupons(self, order_id: str) -> str:
+        """Set of the coupons a sale redeemed, for its void to give back (expires with them)."""
+        return f"{self.prefix}:order-coupons:{order_id}"
+
     def kiosk_session(self, session: str) -> str:
         """Hash of an open kiosk session: its store, kiosk and customer id (expires by itself)."""
         return f"{self.prefix}:kiosk:session:{session}"

@@ -4,7 +4,9 @@ A coupon is one Redis hash (``keys.coupon(code)``): where it was issued (store, 
 session: no customer id, the session's events tell who it was), its discount, and once redeemed
 the order that took it. It expires ``pos.coupon_valid`` seconds
 after it was issued. Redeeming is one script: a coupon goes to one order only, and the same
-order redeeming it again (a till's retry) is told ``redeemed`` again.
+order redeeming it again (a till's retry) is told ``redeemed`` again. The order's codes are
+noted (``keys.order_coupons``, for as long as a coupon lives), so voiding the sale gives them
+back: each becomes valid again, unless another order has it by then. A return gives none back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from gateway.datamart.lua import Script, text
 from gateway.keys import Keys
 
 Outcome = Literal["redeemed", "already redeemed", "unknown"]
+#: What a void did with a coupon its sale had redeemed.
+Release = Literal["released", "redeemed by another order", "expired"]
 
 #: KEYS[1] the coupon; ARGV the order, the time, the store: the outcome.
 _REDEEM: Final = Script(
@@ -33,6 +37,17 @@ if not by then
              'redeemed_store', ARGV[3])
 end
 return 'redeemed'
+"""
+)
+
+#: KEYS[1] the coupon; ARGV[1] the voided order: give it back if that order has it.
+_RELEASE: Final = Script(
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'expired' end
+local by = redis.call('HGET', KEYS[1], 'redeemed_by')
+if by and by ~= ARGV[1] then return 'redeemed by another order' end
+redis.call('HDEL', KEYS[1], 'redeemed_by', 'redeemed_at', 'redeemed_store')
+return 'released'
 """
 )
 
@@ -50,22 +65,55 @@ async def issue(
 
 
 async def redeem(
-    redis: aioredis.Redis, keys: Keys, orders: Sequence[tuple[str, str, Sequence[str]]]
+    redis: aioredis.Redis,
+    keys: Keys,
+    orders: Sequence[tuple[str, str, Sequence[str]]],
+    valid: float,
 ) -> dict[str, dict[str, Outcome]]:
-    """Redeem each ``(order id, store, codes)``'s coupons for it, in one round trip: per order,
-    each code's outcome."""
+    """Redeem each ``(order id, store, codes)``'s coupons for it, in one round trip (and note
+    the codes redeemed under the order for ``valid`` seconds, for a void): per order, each
+    code's outcome."""
     now = repr(time.time())
     calls = [
         (order, code, _REDEEM.call([keys.coupon(code)], [order, now, store]))
         for order, store, codes in orders
         for code in dict.fromkeys(codes)
     ]
+    out = cast(dict[str, dict[str, Outcome]], await _per_order(redis, _REDEEM, calls))
+    notes: list[tuple[Any, ...]] = []
+    for order, outcomes in out.items():
+        if taken := [code for code, outcome in outcomes.items() if outcome == "redeemed"]:
+            notes.append((b"SADD", keys.order_coupons(order), *taken))
+            notes.append((b"PEXPIRE", keys.order_coupons(order), int(valid * 1000)))
+    if notes:
+        await execute(redis, notes)
+    return out
+
+
+async def release(
+    redis: aioredis.Redis, keys: Keys, orders: Sequence[str]
+) -> dict[str, dict[str, Release]]:
+    """Give back the coupons each voided order redeemed: per order with some, each code's
+    outcome (a void sent again finds them released already, and says so again)."""
+    noted = await execute(redis, [(b"SMEMBERS", keys.order_coupons(o)) for o in orders])
+    calls = [
+        (order, text(code), _RELEASE.call([keys.coupon(text(code))], [order]))
+        for order, codes in zip(orders, noted, strict=True)
+        for code in sorted(codes)
+    ]
+    return cast(dict[str, dict[str, Release]], await _per_order(redis, _RELEASE, calls))
+
+
+async def _per_order(
+    redis: aioredis.Redis, script: Script, calls: Sequence[tuple[str, str, tuple[Any, ...]]]
+) -> dict[str, dict[str, str]]:
+    """Run ``(order, code, script call)`` s in one round trip: per order, each code's answer."""
     if not calls:
         return {}
-    replies = (await execute(redis, [_REDEEM.load(), *(call for _, _, call in calls)]))[1:]
-    out: dict[str, dict[str, Outcome]] = {}
+    replies = (await execute(redis, [script.load(), *(call for _, _, call in calls)]))[1:]
+    out: dict[str, dict[str, str]] = {}
     for (order, code, _), outcome in zip(calls, replies, strict=True):
-        out.setdefault(order, {})[code] = cast(Outcome, text(outcome))
+        out.setdefault(order, {})[code] = text(outcome)
     return out
 
 

@@ -92,7 +92,7 @@ async def transaction(request: web.Request) -> web.Response:
     till = await authenticate(request, body)
     txn = decode(body)
     event = event_of(txn, till, config, app[EMAIL_KEY], datetime.now(UTC))
-    redeemed = await _redeem(request, [txn])
+    redeemed, released = await _coupons(request, [txn])
     published = await app[PUBLISHER].publish(K.EVENTS, [event], dedup=config.web.dedup_window)
     _count(request, published.events)
     answer: dict[str, Any] = {
@@ -104,6 +104,8 @@ async def transaction(request: web.Request) -> web.Response:
     }
     if txn.coupons:
         answer["coupons"] = redeemed[txn.order_id]
+    if txn.original_order_id in released:
+        answer["coupons_released"] = released[txn.original_order_id]
     return web.json_response(answer)
 
 
@@ -119,15 +121,36 @@ async def coupon(request: web.Request) -> web.Response:
     return web.json_response(found)
 
 
-async def _redeem(
-    request: web.Request, txns: list[Transaction]
-) -> dict[str, dict[str, coupons.Outcome]]:
-    """Per order, the outcome of each coupon it redeems (before its event is published, so a
-    till's retry after a failure here redeems again, as the same order; Redis away: 503)."""
+Redeemed = dict[str, dict[str, coupons.Outcome]]
+Released = dict[str, dict[str, coupons.Release]]
+
+
+async def _coupons(request: web.Request, txns: list[Transaction]) -> tuple[Redeemed, Released]:
+    """Per order, the outcome of each coupon a sale redeems; per voided order, what became of
+    each coupon its sale had redeemed (given back). In line order — a sale after a void takes
+    what the void gave back —, each run of sales or of voids in one round trip; before the
+    events are published, so a till's retry after a failure here does it again as the same
+    orders (Redis away: 503)."""
     app = request.app
     keys = K.Keys(app[CONFIG].redis.prefix)
-    orders = [(t.order_id, t.store, t.coupons) for t in txns if t.coupons]
-    return await coupons.redeem(app[REDIS], keys, orders)
+    redeemed: Redeemed = {}
+    released: Released = {}
+    runs: list[tuple[bool, list[Transaction]]] = []  # (voids?, their transactions)
+    for t in txns:
+        void = t.kind == "void" and t.original_order_id is not None
+        if not void and not t.coupons:
+            continue
+        if not runs or runs[-1][0] != void:
+            runs.append((void, []))
+        runs[-1][1].append(t)
+    for void, run in runs:
+        if void:
+            orders = [t.original_order_id for t in run if t.original_order_id]
+            released |= await coupons.release(app[REDIS], keys, orders)
+        else:
+            sales = [(t.order_id, t.store, t.coupons) for t in run]
+            redeemed |= await coupons.redeem(app[REDIS], keys, sales, app[CONFIG].pos.coupon_valid)
+    return redeemed, released
 
 
 async def batch(request: web.Request) -> web.Response:
@@ -157,7 +180,7 @@ async def batch(request: web.Request) -> web.Response:
         return web.json_response(
             {"success": False, "error": "no valid transactions", "rejected": rejected}, status=400
         )
-    redeemed = await _redeem(request, accepted)
+    redeemed, released = await _coupons(request, accepted)
     published = await app[PUBLISHER].publish(K.EVENTS, events, dedup=config.web.dedup_window)
     _count(request, published.events)
     answer: dict[str, Any] = {
@@ -168,6 +191,8 @@ async def batch(request: web.Request) -> web.Response:
     }
     if redeemed:
         answer["coupons"] = redeemed
+    if released:
+        answer["coupons_released"] = released
     return web.json_response(answer)
 
 

@@ -85,6 +85,13 @@ class Transaction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def order_id(self) -> str:
         return f"{self.store}:{self.terminal}:{self.receipt}"
 
+    @property
+    def original_order_id(self) -> str | None:
+        """The order a return or a void is about (its sale on this till), if it names one."""
+        if self.original_receipt is None:
+            return None
+        return f"{self.store}:{self.terminal}:{self.original_receipt}"
+
 
 _decoder: Final = msgspec.json.Decoder(Transaction)
 
@@ -173,8 +180,8 @@ def to_event(
         properties["tax"] = sign * txn.tax
     if txn.coupons:
         properties["coupons"] = list(dict.fromkeys(txn.coupons))
-    if txn.original_receipt is not None:
-        properties["original_order_id"] = f"{txn.store}:{txn.terminal}:{txn.original_receipt}"
+    if txn.original_order_id is not None:
+        properties["original_order_id"] = txn.original_order_id
     traits: dict[str, object] = {}
     if txn.loyalty_card:
         properties["loyalty_card"] = txn.loyalty_card

@@ -107,3 +107,59 @@ async def test_a_batch_redeems_in_line_order(shop: Client) -> None:
         "store-1:till-1:R-5": {first: "redeemed"},
         "store-1:till-1:R-6": {first: "already redeemed", second: "redeemed"},
     }
+
+
+async def post(shop: Client, body: bytes, path: str = "/v1/pos/transactions") -> dict[str, Any]:
+    resp = await shop.post(path, data=body, headers=signed(body, path))
+    assert resp.status == 200, await resp.text()
+    answer: dict[str, Any] = await resp.json()
+    return answer
+
+
+async def test_voiding_a_sale_gives_its_coupons_back(shop: Client) -> None:
+    kept, given_back, taken = await issue(shop), await issue(shop), await issue(shop)
+    await sell(shop, "R-1", given_back, taken)
+    await sell(shop, "R-2", kept)
+    keys = Keys(shop.app[BUS].keys.prefix)
+    ttl = await shop.app[REDIS].ttl(keys.order_coupons("store-1:till-1:R-1"))
+    assert 3500 < ttl <= 3600  # noted for as long as a coupon lives
+    # someone else's coupon cannot come back through this sale's void: R-1 never had it
+    void = encode(txn("V-1", kind="void", lines=[], total=0, original_receipt="R-1"))
+    await shop.app[REDIS].hset(keys.coupon(taken), "redeemed_by", "store-1:till-1:R-9")
+
+    answer = await post(shop, void)
+    assert answer["coupons_released"] == {
+        given_back: "released",
+        taken: "redeemed by another order",
+    }
+    status, found = await check(shop, given_back)
+    assert (status, found["status"], found["redeemed_by"]) == (200, "valid", None)
+    assert (await check(shop, kept))[1]["redeemed_by"] == "store-1:till-1:R-2"
+    again = await post(shop, void)  # the till's retry: the same answer
+    assert again == {**answer, "duplicate": True}
+    assert (await sell(shop, "R-3", given_back))["coupons"] == {given_back: "redeemed"}
+
+    # a void naming no sale, or a sale with no coupon, gives nothing back; a return neither
+    for other in (
+        txn("V-2", kind="void", lines=[], total=0),
+        txn("V-3", kind="void", lines=[], total=0, original_receipt="R-2-nope"),
+        txn("T-1", kind="return", original_receipt="R-2"),
+    ):
+        assert "coupons_released" not in await post(shop, encode(other))
+    assert (await check(shop, kept))[1]["status"] == "redeemed"
+
+
+async def test_a_batch_voids_in_line_order(shop: Client) -> None:
+    code = await issue(shop)
+    lines = [
+        txn("R-5", coupons=[code]),
+        txn("V-5", kind="void", lines=[], total=0, original_receipt="R-5"),
+        txn("R-6", coupons=[code]),
+    ]
+    body = b"\n".join(encode(line) for line in lines)
+    answer = await post(shop, body, "/v1/pos/batch")
+    assert answer["coupons_released"] == {"store-1:till-1:R-5": {code: "released"}}
+    assert answer["coupons"] == {  # the sale after the void takes what it gave back
+        "store-1:till-1:R-5": {code: "redeemed"},
+        "store-1:till-1:R-6": {code: "redeemed"},
+    }
