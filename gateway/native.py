@@ -4,8 +4,8 @@ The collector is bound by the event loop's Python (bench/collector.py): every ev
 through the filter, the sessions rules, the identity graph's grouping, the profile deltas and
 the fact rows. Those modules are fully annotated and checked by mypy already; mypyc turns them
 into C extensions that Python imports in place of the source (bench/collector.py, eight
-alternating rounds on both engines: the loop's CPU for the same events -20 to -35 %, events/s
-+20 % at the median, README "Collector end to end"). The code stays the code: without a C
+alternating rounds on both engines: at the median the loop's CPU for the same events -20 %
+and events/s +20 %, README "Collector end to end"). The code stays the code: without a C
 compiler nothing is compiled and the gateway runs its source, only slower.
 
 ``python -m gateway.native`` compiles them in place (``make`` does it before ``run`` and
