@@ -293,13 +293,18 @@ class Bus:
             raise BusUnavailable(f"create group {group}: {exc}") from exc
 
     async def read(
-        self, stream: str, group: str, consumer: str, *, count: int, block: float
+        self, stream: str, group: str, consumer: str, *, count: int, block: float, own: bool = False
     ) -> list[Entry]:
-        """New entries for ``consumer``, waiting up to ``block`` seconds for some to arrive."""
+        """New entries for ``consumer``, waiting up to ``block`` seconds for some to arrive; with
+        ``own``, those already delivered to it and not acknowledged (no wait)."""
         key = self.keys.stream(stream)
         try:
             reply: Any = await self.client.xreadgroup(
-                group, consumer, {key: ">"}, count=count, block=max(1, int(block * 1000))
+                group,
+                consumer,
+                {key: "0" if own else ">"},
+                count=count,
+                block=None if own else max(1, int(block * 1000)),
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the stream was deleted under us: make it again

@@ -137,6 +137,10 @@ class Agent:
         self._unacked: list[str] = []
         self._failures = 0
         self._next_claim = 0.0
+        #: A call to Redis failed: a read may have failed after Redis delivered its entries
+        #: (a reply slower than the socket timeout), which now wait in this consumer's pending
+        #: entries; the next read takes those first instead of leaving them to a reclaim.
+        self._reread = False
         self._next_tick = 0.0
 
     def stop(self) -> None:
@@ -160,9 +164,11 @@ class Agent:
                     if self._unacked:
                         await self.bus.ack(self.stream, self.name, self._unacked)
                         self._unacked = []
-                    if in_hand and (self._retry or time.monotonic() >= self._next_claim):
-                        # a retry waits for the batches before it; a reclaim would take the
-                        # entries in hand too (they look stale when a batch takes long)
+                    if in_hand and (
+                        self._retry or self._reread or time.monotonic() >= self._next_claim
+                    ):
+                        # a retry waits for the batches before it; a reclaim or a read of
+                        # this consumer's pending entries would take those in hand too
                         while in_hand:
                             await in_hand.popleft()
                     batch = await self._next_batch(count, settings.block, settings.claim_idle)
@@ -173,6 +179,7 @@ class Agent:
                     await self._maybe_tick()
                 except BusUnavailable as exc:
                     self._record_error(exc)
+                    self._reread = True
                     await self._pause()
             for done in await asyncio.gather(*in_hand, return_exceptions=True):
                 if isinstance(done, BaseException):
@@ -192,6 +199,14 @@ class Agent:
     async def _next_batch(self, count: int, block: float, claim_idle: float) -> list[Entry]:
         if self._retry:
             return self._retry.popleft()
+        if self._reread:
+            own = await self.bus.read(
+                self.stream, self.name, self.consumer, count=count, block=block, own=True
+            )
+            self._reread = False
+            if own:
+                log.warning("agent %s: read %d entries again after a failure", self.name, len(own))
+                return own
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + claim_idle / 2

@@ -326,3 +326,35 @@ async def test_the_backoff_grows_while_batches_keep_failing_and_starts_over_afte
     await asyncio.wait_for(task, 10)
     assert attempts == [1, 2, 3, 4, 1]
     assert Backoff(base=0.05, cap=5.0).delay(5000) <= 5.0  # no float overflow after hours
+
+
+async def test_entries_a_failed_read_delivered_are_read_again_at_once(
+    client: aioredis.Redis, prefix: str, make_config: Callable[..., Any], monkeypatch: Any
+) -> None:
+    """A read can fail after Redis delivered its entries (a large reply slower than the socket
+    timeout): they wait in the consumer's pending entries, and the next read takes them there
+    instead of leaving them to a reclaim ``claim_idle`` later (an hour here)."""
+    config = make_config("", prefix, "[bus]\nclaim_idle = 3600.0\nblock = 0.05")
+    bus = Bus(client, Keys(prefix), config.bus)
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(5)])
+    seen: list[str] = []
+
+    async def handler(entries: Sequence[Entry]) -> None:
+        seen.extend(e.events[0].event_id for e in entries)
+
+    read, lost = bus.read, []
+
+    async def reply_lost(*args: Any, **kwargs: Any) -> list[Entry]:
+        entries = await read(*args, **kwargs)
+        if entries and not lost:
+            lost.append(len(entries))
+            raise BusUnavailable("read events: Timeout reading from socket")
+        return entries
+
+    monkeypatch.setattr(bus, "read", reply_lost)
+    agent = Agent("g", handler, bus, stream=K.EVENTS, backoff=FAST)
+    await run_until(agent, lambda: len(seen) == 5)
+    assert lost == [5]
+    assert sorted(seen) == sorted(f"e{i}" for i in range(5))
+    assert agent.stats.reclaimed == 0
+    assert (await bus.stats())["streams"][K.EVENTS]["groups"]["g"]["pending"] == 0
