@@ -322,9 +322,8 @@ class Bus:
             rows = reply[0][1]
         if stream not in self._shared:
             decoded: list[Entry] = []
-            async for part in paced(
-                rows, DECODE_STRIDE, "bus.read"
-            ):  # 800 entries: ~0.5 s of decoding
+            # 800 entries: ~0.5 s of decoding
+            async for part in paced(rows, DECODE_STRIDE, "bus.read"):
                 decoded += [_entry(stream, entry_id, fields) for entry_id, fields in part]
             return decoded
         entries = []

@@ -264,7 +264,8 @@ def _positive(text: str) -> int:
 
 def _stream_id(text: str) -> str:
     """A stream entry id as Redis writes them (``1764460000000-0``)."""
-    if not re.fullmatch(r"\d+-\d+", text):
+    parts = text.split("-")
+    if not re.fullmatch(r"\d+-\d+", text) or max(int(p) for p in parts) >= 1 << 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a stream id such as 1764460000000-0")
     return text
 

@@ -73,10 +73,13 @@ def _source_of(extension: Path) -> Path:
     return extension.with_name(extension.name.removesuffix(SUFFIX) + ".py")
 
 
-def stale(root: Path = ROOT, packages: Sequence[str] = PACKAGES) -> list[str]:
-    """The sources under ``packages`` newer than the oldest extension there ([] when there are
-    none or they are all newer)."""
-    times = [p.stat().st_mtime for p in extensions(root, packages)]
+def stale(
+    root: Path = ROOT, packages: Sequence[str] = PACKAGES, built: Sequence[Path] | None = None
+) -> list[str]:
+    """The sources under ``packages`` newer than the oldest extension there (``built``, found
+    when not given; [] when there are none or they are all newer)."""
+    built = extensions(root, packages) if built is None else built
+    times = [p.stat().st_mtime for p in built]
     if not times:
         return []
     oldest = min(times)
@@ -116,10 +119,11 @@ class _Source(importlib.abc.MetaPathFinder):
 def use_source_if_stale(root: Path = ROOT, packages: Sequence[str] = PACKAGES) -> bool:
     """When sources changed after the extensions were built, import the sources (and warn);
     whether it did."""
-    changed = stale(root, packages)
+    built = extensions(root, packages)
+    changed = stale(root, packages, built)
     if not changed:
         return False
-    sys.meta_path.insert(0, _Source(root, extensions(root, packages)))
+    sys.meta_path.insert(0, _Source(root, built))
     shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
     warnings.warn(
         f"{shown} changed after the collector's modules were compiled: running their source "

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from gateway import cli
 from gateway import keys as K
 from gateway.agents import counts
-from gateway.bus import Bus
+from gateway.bus import Bus, Entry
 from gateway.config import Config
 from gateway.keys import Keys
 from tests.conftest import ROOT
@@ -51,14 +51,21 @@ async def test_bus_stats_prints_streams_and_groups_as_json(
     assert events["groups"]["channel-counts"]["lag"] == 3
 
 
+async def dead_lettered(bus: Bus, published: int, given_up: int) -> list[Entry]:
+    """``published`` one-event entries read by the ``collector`` group, the first ``given_up``
+    of them dead-lettered; the entries read."""
+    await bus.ensure_group(K.EVENTS, "collector")
+    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(published)])
+    entries = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
+    await bus.dead_letter(K.EVENTS, "collector", entries[:given_up], "KeyError: 'sku'")
+    return entries
+
+
 async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
     config: Config, config_bus: Bus, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bus = config_bus
-    await bus.ensure_group(K.EVENTS, "collector")
-    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(2)])
-    entries = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
-    await bus.dead_letter(K.EVENTS, "collector", entries, "KeyError: 'sku'")
+    entries = await dead_lettered(bus, 2, 2)
     base = ["--config", config.source]
 
     def run(*args: str) -> int:
@@ -87,6 +94,7 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
         ["dead-letters", "nope"],
         ["dead-letters", "events", "--count", "0"],
         ["redrive", "events", "abc"],
+        ["discard", "events", "99999999999999999999999-0"],  # past 64 bits: Redis refuses it
     ):
         with pytest.raises(SystemExit) as exited:
             cli.main(["bus", *bad, *base])
@@ -95,6 +103,7 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
     assert "invalid choice: 'nope'" in err
     assert "'0' is not a whole number of 1 or more" in err
     assert "'abc' is not a stream id" in err
+    assert "'99999999999999999999999-0' is not a stream id" in err
 
 
 async def test_redrive_all_goes_past_a_dead_letter_that_cannot_go_back(
@@ -110,10 +119,7 @@ async def test_redrive_all_goes_past_a_dead_letter_that_cannot_go_back(
     legacy = await bus.client.xadd(
         dead, {K.ENTRY_FIELD: b"", b"id": b"1-1", b"group": b"collector", b"reason": b"old"}
     )
-    await bus.ensure_group(K.EVENTS, "collector")
-    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(3)])
-    entries = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
-    await bus.dead_letter(K.EVENTS, "collector", entries, "KeyError: 'sku'")
+    await dead_lettered(bus, 3, 3)
     monkeypatch.setattr(cli, "REDRIVE_PAGE", 2)  # the legacy one and a good one on page one
     argv = ["bus", "redrive", "events", "--all", "--config", config.source]
     assert await asyncio.to_thread(cli.main, argv) == 1
@@ -127,10 +133,7 @@ async def test_bus_discard_deletes_the_dead_letters_named_or_all_there_were(
     config: Config, config_bus: Bus, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bus = config_bus
-    await bus.ensure_group(K.EVENTS, "collector")
-    await bus.publish_many(K.EVENTS, [[event(i)] for i in range(4)])
-    entries = await bus.read(K.EVENTS, "collector", "c", count=10, block=0.01)
-    await bus.dead_letter(K.EVENTS, "collector", entries[:3], "KeyError: 'sku'")
+    await dead_lettered(bus, 4, 3)
     ids = [d.id for d in await bus.dead_letters(K.EVENTS)]
     base = ["--config", config.source]
 
