@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from gateway import bus as bus_module
 from gateway import keys as K
 from gateway.bus import Bus
+from gateway.config import BusConfig
 from gateway.errors import BusUnavailable
 from gateway.redis import connect
 from tests.helpers import event, eventually
@@ -53,6 +54,59 @@ async def test_publish_many_keeps_order_within_the_stream(bus: Bus) -> None:
     while entries := await bus.read(STREAM, "g", "c", count=100, block=0.01):
         got.extend(e.events[0].event_id for e in entries)
     assert got == [f"e{i}" for i in range(250)]
+
+
+async def test_own_pending_entries_are_read_again_in_parts(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus_module, "READ_PART", 100)
+    await bus.ensure_group(STREAM, "g")
+    await bus.publish_many(STREAM, [[event(i)] for i in range(250)])
+    delivered = await bus.read(STREAM, "g", "c", count=800, block=0.01)
+    assert [e.events[0].event_id for e in delivered] == [f"e{i}" for i in range(250)]
+    # ... the reply was lost: the consumer reads what it holds, each entry once, in order
+    again = await bus.read(STREAM, "g", "c", count=800, block=0.01, own=True)
+    assert [e.id for e in again] == [e.id for e in delivered]
+    assert all(e.deliveries == 1 for e in delivered)
+    assert await bus.read(STREAM, "g", "c", count=800, block=0.01) == []
+
+
+async def test_a_large_batch_is_read_within_the_timeout_while_the_loop_is_busy(
+    redis_client: aioredis.Redis,
+    service_redis_url: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One reply must arrive whole within ``redis.timeout``, read ~100 KB per turn of a loop
+    that other work holds (batches in hand, 10 ms a turn here): 8 MB cannot. The batch is
+    read in parts, each within the timeout."""
+    publisher = Bus(redis_client, K.Keys(prefix), BusConfig())
+    await publisher.ensure_group(STREAM, "g")
+    blob = "x" * 80_000
+    await publisher.publish_many(
+        STREAM, [[event(i, properties={"blob": blob})] for i in range(100)]
+    )
+    client = connect(service_redis_url, timeout=0.25)
+    reader = Bus(client, K.Keys(prefix), BusConfig())
+    stop = asyncio.Event()
+
+    async def busy() -> None:
+        while not stop.is_set():
+            time.sleep(0.01)  # noqa: ASYNC251 - holds the loop, as a paced step does
+            await asyncio.sleep(0)
+
+    hog = asyncio.create_task(busy())
+    try:
+        monkeypatch.setattr(bus_module, "READ_PART", 1000)  # all in one reply: too long
+        with pytest.raises(BusUnavailable, match="read events"):
+            await reader.read(STREAM, "g", "c", count=100, block=0.01)
+        monkeypatch.setattr(bus_module, "READ_PART", 3)  # 240 KB a part
+        entries = await reader.read(STREAM, "g", "c", count=100, block=0.01, own=True)
+        assert [e.events[0].event_id for e in entries] == [f"e{i}" for i in range(100)]
+    finally:
+        stop.set()
+        await hog
+        await client.aclose()
 
 
 async def test_lag_counts_undelivered_entries(bus: Bus) -> None:
