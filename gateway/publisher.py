@@ -18,8 +18,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from gateway.bus import Bus
-from gateway.errors import BusUnavailable
+from gateway.errors import BusUnavailable, EventError
 from gateway.events import Event, pack
 
 log = logging.getLogger(__name__)
@@ -85,25 +87,37 @@ class Publisher:
         while not (self._closing and not self._pending):
             await self._wake.wait()
             self._wake.clear()
-            await self._flush()
+            batch, self._pending = self._pending, []
+            try:
+                await self._flush(batch)
+            except Exception as exc:  # a bug: fail this batch, never the publishes after it
+                log.exception("publisher: flush failed")
+                self._fail(batch, BusUnavailable(f"publish failed: {exc!r}"))
 
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
+    async def _flush(self, batch: list[_Request]) -> None:
         batch = [r for r in batch if not r.future.done()]  # timed out: not acknowledged
         if not batch:
             return
         try:
             dropped = await self._drop_seen(batch)
-            writes = [r for r in batch if r.events]
-            ids = await self.bus.add_packed([(r.stream, pack(r.events)) for r in writes])
-        except BusUnavailable as exc:
-            self.failures += len(batch)
+            writes, packed = [], []
             for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(exc)
+                if request.events and (value := _packed(request)) is not None:
+                    writes.append(request)
+                    packed.append((request.stream, value))
+            ids = await self.bus.add_packed(packed)
+        except BusUnavailable as exc:
+            self._fail(batch, exc)
             return
         entry_ids = dict(zip(map(id, writes), ids, strict=True))
-        for request, duplicates in zip(batch, dropped, strict=True):
+        # a request refused by _packed has nothing written: not counted, not marked seen
+        kept = [
+            (r, d)
+            for r, d in zip(batch, dropped, strict=True)
+            if id(r) in entry_ids or not r.events
+        ]
+        batch = [r for r, _ in kept]
+        for request, duplicates in kept:
             self.published_entries += bool(request.events)
             self.published_events += len(request.events)
             self.duplicates += duplicates
@@ -111,6 +125,12 @@ class Publisher:
                 entry_id = entry_ids.get(id(request))
                 request.future.set_result(Published(entry_id, len(request.events), duplicates))
         await self._mark_seen(batch)
+
+    def _fail(self, batch: list[_Request], exc: Exception) -> None:
+        self.failures += len(batch)
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(exc)
 
     async def _drop_seen(self, batch: list[_Request]) -> list[int]:
         """Remove already seen events from each request (in place); return how many per request.
@@ -185,3 +205,14 @@ class Publisher:
             await asyncio.wait_for(task, self.timeout * 2)
         except TimeoutError:
             log.error("publisher: Redis did not take the last entries before shutdown")
+
+
+def _packed(request: _Request) -> bytes | None:
+    """The request's entry value; None, and the request answered, when its events cannot be
+    packed (parsing refuses what msgpack cannot carry: this keeps one miss from failing the
+    other requests of the flush)."""
+    try:
+        return pack(request.events)
+    except (msgspec.EncodeError, OverflowError, TypeError, ValueError) as exc:
+        request.future.set_exception(EventError(f"cannot be carried on the bus: {exc}"))
+        return None

@@ -10,8 +10,8 @@ import pytest
 
 from gateway import keys as K
 from gateway.bus import Bus
-from gateway.errors import BusUnavailable
-from gateway.publisher import Publisher
+from gateway.errors import BusUnavailable, EventError
+from gateway.publisher import Published, Publisher
 from gateway.redis import connect
 from tests.helpers import event
 
@@ -80,3 +80,38 @@ async def test_a_failed_write_marks_nothing_so_the_retry_is_stored(bus: Bus) -> 
     await working.close()
     assert (retry.events, retry.duplicates) == (1, 0)
     assert await stored(bus) == ["e7"]
+
+
+async def test_events_the_bus_cannot_carry_fail_their_own_publish_only(
+    bus: Bus, publisher: Publisher
+) -> None:
+    """Parsing refuses such events; one that got past it (a channel's bug) must not fail the
+    requests flushed with it, nor stop the publisher."""
+    bad = event(1, properties={"n": 2**64})
+    refused, good = await asyncio.gather(
+        publisher.publish(STREAM, [bad, event(2)], dedup=60),
+        publisher.publish(STREAM, [event(3)], dedup=60),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, EventError)
+    assert "cannot be carried on the bus" in refused.reason
+    assert isinstance(good, Published) and good.events == 1
+    # nothing of the refused request was written or marked seen: its fixed retry is stored
+    retry = await publisher.publish(STREAM, [event(1), event(2)], dedup=60)
+    assert (retry.events, retry.duplicates) == (2, 0)
+    assert sorted(await stored(bus)) == ["e1", "e2", "e3"]
+    assert publisher.published_events == 3
+
+
+async def test_a_failing_flush_fails_its_batch_and_the_publisher_goes_on(
+    bus: Bus, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(batch: list[object]) -> list[int]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(publisher, "_drop_seen", broken)
+    with pytest.raises(BusUnavailable, match="a bug"):
+        await publisher.publish(STREAM, [event(1)], dedup=60)
+    monkeypatch.undo()
+    assert (await publisher.publish(STREAM, [event(2)], dedup=60)).events == 1
+    assert await stored(bus) == ["e2"]

@@ -74,6 +74,25 @@ async def test_ingest_answers_once_events_are_in_redis(service_app: Client) -> N
     assert await stored_event_ids(service_app.app) == ["m1", "m2"]
 
 
+async def test_an_integer_the_bus_cannot_carry_is_refused_and_ingest_goes_on(
+    service_app: Client,
+) -> None:
+    """It once reached the publisher, whose flush then failed for good: every later request
+    answered 503 until a restart."""
+    big = track(1, properties={"n": 10**23})
+    resp = await service_app.post("/v1/events", json={"batch": [big, track(2)]}, headers=AUTH)
+    assert resp.status == 200
+    assert (await resp.json())["rejected"] == [
+        {"index": 0, "error": "is an integer out of range (-2^63 to 2^64 - 1)",
+         "field": "properties.n"}
+    ]  # fmt: skip
+    resp = await service_app.post("/v1/events", json=big, headers=AUTH)
+    assert resp.status == 400
+    assert (await resp.json())["field"] == "properties.n"
+    assert (await service_app.post("/v1/events", json=track(3), headers=AUTH)).status == 200
+    assert await stored_event_ids(service_app.app) == ["m2", "m3"]
+
+
 async def test_agents_count_what_was_ingested(service_app: Client) -> None:
     batch = [track(i, channel=("pos" if i % 3 == 0 else "web")) for i in range(30)]
     assert (await service_app.post("/v1/events", json={"batch": batch}, headers=AUTH)).status == 200
