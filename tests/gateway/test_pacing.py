@@ -76,7 +76,7 @@ async def test_a_large_read_is_decoded_in_slices(bus: Bus, monkeypatch: pytest.M
     entries = await bus.read(STREAM, "g", "c", count=20, block=0.1)
     monkeypatch.setattr(pacing, "turn", turn)
     assert [e.events[0].event_id for e in entries] == [f"e{n}" for n in range(20)]
-    assert yielded.count("read") == 3  # 20 entries, 8 a slice
+    assert yielded.count("_read_part") == 3  # 20 entries, 8 a slice
 
 
 async def test_a_loop_cancelled_while_waiting_its_turn_does_not_hold_up_the_others() -> None:
