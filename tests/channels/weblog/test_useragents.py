@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.weblog.useragents import UserAgentParser
+from channels.weblog.useragents import MAX_PARSED, UserAgentParser
 from gateway.privacy import anonymize_ip
 
 AGENTS = {
@@ -53,8 +53,26 @@ def test_parses_are_cached() -> None:
     parser = UserAgentParser(cache_size=2)
     for _ in range(3):
         parser.parse(AGENTS["chrome"])
-    info = parser.parse.cache_info()  # type: ignore[attr-defined]
+    info = parser._cached.cache_info()
     assert (info.hits, info.misses, info.maxsize) == (2, 1, 2)
+
+
+def test_only_the_first_characters_of_a_long_user_agent_are_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CrawlerDetect's regex is quadratic in a run of letters: 30,000 of them held the event
+    loop for 46 s (a write key's request could do that to the gateway)."""
+    parser = UserAgentParser()
+    seen: list[int] = []
+    is_crawler = parser._crawlers.isCrawler
+    monkeypatch.setattr(
+        parser._crawlers, "isCrawler", lambda ua: seen.append(len(ua)) or is_crawler(ua)
+    )
+    padded = parser.parse(AGENTS["chrome"] + " " + "A" * 30_000)
+    assert seen == [MAX_PARSED]
+    assert (padded.browser, padded.os, padded.device_type) == ("Chrome", "Windows", "desktop")
+    same_start = AGENTS["chrome"] + " " + "A" * 1000 + "B" * 30_000
+    assert parser.parse(same_start) is padded  # one cache entry for both
 
 
 @pytest.mark.parametrize(
