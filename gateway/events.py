@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
@@ -316,6 +316,24 @@ def to_event(
     )
 
 
+#: When events can have happened: from 2000 to a day after they were received. The filter
+#: drops others from the bus; ingest refuses them first (with a resend id deduplicated, a
+#: dropped event could not be sent again with the right time).
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+AHEAD: Final = timedelta(days=1)
+
+
+def checked_time(when: datetime, received_at: datetime, field: str = "timestamp") -> datetime:
+    """``when`` in UTC if it is a time events can have; EventError naming ``field`` if not."""
+    try:
+        when = when.astimezone(UTC)
+    except (OverflowError, ValueError):
+        when = EARLIEST - AHEAD  # year 1 ahead of UTC, or 9999 behind it
+    if not EARLIEST <= when <= received_at + AHEAD:
+        raise EventError("must be from 2000 on and at most a day ahead of now", field)
+    return when
+
+
 def event_time(message: Message, received_at: datetime, sent_at: datetime | None) -> datetime:
     """When the event happened, on the server's clock.
 
@@ -327,8 +345,11 @@ def event_time(message: Message, received_at: datetime, sent_at: datetime | None
     if happened is None:
         return received_at
     if sent is None:
-        return happened
-    return received_at - (sent - happened)
+        return checked_time(happened, received_at)
+    try:
+        return checked_time(received_at - (sent - happened), received_at)
+    except OverflowError:  # years apart: no clock is that wrong
+        raise EventError("is too far from sentAt", "timestamp") from None
 
 
 def _utc(value: datetime | None) -> datetime | None:

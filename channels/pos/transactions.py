@@ -19,15 +19,16 @@ event needs an anonymous id; it is ``lc-<card>``, else ``em-`` + a keyed hash of
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 from gateway.config import StoreConfig
+from gateway.datamart.commerce import LARGEST, MAX_QUANTITY
 from gateway.errors import EventError
-from gateway.events import Event
+from gateway.events import Event, checked_time
 
 Kind = Literal["sale", "return", "void"]
 #: The event each kind of transaction becomes.
@@ -39,8 +40,8 @@ EVENT_NAMES: Final[dict[str, str]] = {
 
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 TerminalId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-Money = Annotated[float, msgspec.Meta(ge=0)]
-Quantity = Annotated[float, msgspec.Meta(gt=0)]
+Money = Annotated[float, msgspec.Meta(ge=0, le=LARGEST)]
+Quantity = Annotated[float, msgspec.Meta(gt=0, le=MAX_QUANTITY)]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
 Tender = Literal["cash", "card", "contactless", "mobile", "voucher", "gift_card", "mixed", "other"]
 
@@ -158,7 +159,7 @@ def to_event(
     when = txn.time
     if when.tzinfo is None:
         when = when.replace(tzinfo=ZoneInfo(store.timezone))
-    when = when.astimezone(UTC)
+    when = checked_time(when, received_at, "time")
     sign = -1.0 if txn.kind == "return" else 1.0
     currency = txn.currency or store.currency
     products = [_product(line) for line in txn.lines]

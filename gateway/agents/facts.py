@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
+from gateway.datamart.commerce import number
 from gateway.events import Event
 from gateway.pacing import paced
 from gateway.warehouse.base import Records
@@ -66,13 +67,6 @@ def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def _number(value: Any) -> float | None:
-    try:
-        return None if value is None or isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else _EMPTY
 
@@ -114,7 +108,7 @@ def event_record(event: Event) -> tuple[Any, ...]:
         _text(props.get("store_id") or get("store")),
         _text(props.get("sku") or props.get("product_id")),
         _text(props.get("category")),
-        _number(props.get("revenue", props.get("total"))) if name in ORDER_EVENTS else None,
+        number(props.get("revenue", props.get("total"))) if name in ORDER_EVENTS else None,
         properties_json(props),
     )
 
@@ -137,9 +131,9 @@ def sale_records(event: Event) -> list[tuple[Any, ...]]:
     day = date_key(ts)
     rows = []
     for line_no, product in enumerate([p for p in products if isinstance(p, dict)]):
-        quantity = _number(product.get("quantity")) or 1.0
-        price = _number(product.get("price")) or 0.0
-        discount = _number(product.get("discount")) or 0.0
+        quantity = number(product.get("quantity")) or 1.0
+        price = number(product.get("price")) or 0.0
+        discount = number(product.get("discount")) or 0.0
         rows.append(
             (
                 order_id,

@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -26,7 +25,7 @@ from mypy_extensions import mypyc_attr
 from gateway.agents.runtime import Handler
 from gateway.bus import Bus, Entry
 from gateway.config import Config
-from gateway.events import Event, pack
+from gateway.events import AHEAD, EARLIEST, Event, pack
 from gateway.keys import EVENTS, FILTERED
 from gateway.pacing import Pace
 
@@ -34,8 +33,6 @@ log = logging.getLogger(__name__)
 
 STREAM = EVENTS
 OUTPUT = FILTERED
-EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
-AHEAD: Final = timedelta(days=1)
 #: Ids per SMISMEMBER / SADD command.
 ID_CHUNK: Final = 5000
 

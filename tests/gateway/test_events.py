@@ -146,6 +146,29 @@ def test_integers_the_bus_cannot_carry_are_refused_naming_where() -> None:
     assert (events, [r.field for r in rejected]) == ([], ["context.ip"])
 
 
+def test_times_events_cannot_have_are_refused() -> None:
+    """From 2000 to a day ahead (what the filter would drop anyway, silently); times whose
+    correction overflows are refused, not a 500."""
+    ok = {"type": "track", "event": "A", "userId": "u"}
+    events, rejected = parse(
+        {
+            "batch": [
+                {**ok, "timestamp": "2000-01-01T00:00:00Z"},
+                {**ok, "timestamp": "1999-12-31T23:59:59Z"},
+                {**ok, "timestamp": (NOW + timedelta(days=2)).isoformat()},
+                {**ok, "timestamp": "0001-01-01T00:00:00+05:00"},
+                {**ok, "timestamp": "9999-12-31T23:59:59-05:00"},
+                {**ok, "timestamp": "9999-01-01T00:00:00Z", "sentAt": "2000-01-01T00:00:00Z"},
+                {**ok, "timestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-01-01T00:00:00Z"},
+            ]
+        }
+    )
+    assert [e.timestamp for e in events] == [datetime(2000, 1, 1, tzinfo=UTC)]
+    assert [(r.index, r.field) for r in rejected] == [(i, "timestamp") for i in range(1, 7)]
+    assert rejected[0].error == "must be from 2000 on and at most a day ahead of now"
+    assert rejected[4].error == "is too far from sentAt"
+
+
 def test_identity_is_required() -> None:
     with pytest.raises(EventError) as caught:
         parse({"type": "track", "event": "X"})

@@ -56,6 +56,20 @@ def test_a_refund_counts_negative() -> None:
     assert (line["kind"], line["quantity"], line["revenue"]) == ("return", -1.0, -20.0)
 
 
+def test_numbers_are_finite_whatever_was_sent() -> None:
+    """float("nan") and a product that overflows once went into the warehouse as NaN and
+    Infinity, and /v1/olap then answered JSON no parser takes."""
+    products = [{"sku": "N", "quantity": "nan", "price": "1"},
+                {"sku": "B", "quantity": 1e308, "price": 1e308, "discount": "-inf"}]  # fmt: skip
+    properties = {"order_id": "o-4", "revenue": "inf", "products": products}
+    order = event(4, name="Order Completed", properties=properties)
+    nan, big = sale_rows(order)
+    assert (nan["quantity"], nan["revenue"]) == (1.0, 1.0)  # no quantity: one
+    assert (big["quantity"], big["unit_price"], big["revenue"]) == (1.0, 0.0, 0.0)
+    (fact,) = facts([order])["fact_event"]
+    assert fact["revenue"] is None
+
+
 def test_orders_without_id_or_products_have_no_lines() -> None:
     assert sale_rows(event(3, name="Order Completed", properties={"products": []})) == []
     assert sale_rows(event(4, name="Order Completed", properties={"order_id": "x"})) == []

@@ -116,6 +116,11 @@ async def test_a_replayed_nonce_is_refused(pos: Client) -> None:
     [
         ({"total": "12"}, "total"),
         ({"lines": [{"sku": "A", "quantity": 0, "unit_price": 1}]}, "lines[0].quantity"),
+        ({"lines": [{"sku": "A", "quantity": 1e30, "unit_price": 1}]}, "lines[0].quantity"),
+        ({"lines": [{"sku": "A", "quantity": 1, "unit_price": 1e308}]}, "lines[0].unit_price"),
+        ({"time": "1999-12-31T23:00:00Z"}, "time"),
+        ({"time": "0001-01-01T00:00:00+01:00"}, "time"),
+        ({"time": "9999-12-31T00:00:00"}, "time"),  # store time, west of UTC
         ({"lines": [{"quantity": 1, "unit_price": 1}]}, "lines[0].sku"),
         ({"lines": []}, "lines"),
         ({"tender": "shells"}, "tender"),
