@@ -19,6 +19,8 @@ import msgspec
 from gateway.errors import EventError, TooLarge
 
 MAX_EVENT_BYTES: Final = 32 * 1024
+#: What msgspec's RecursionError (JSON nested ~1,000 deep) means to a sender.
+TOO_DEEP: Final = "invalid JSON: nested too deeply"
 MAX_BATCH_BYTES: Final = 500 * 1024
 
 EventType = Literal["track", "page", "screen", "identify", "alias", "group"]
@@ -116,7 +118,7 @@ def write_key_of(body: bytes) -> str | None:
     """The ``writeKey`` a body carries (browsers cannot always send an Authorization header)."""
     try:
         return _write_key_decoder.decode(body).write_key
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return None
 
 
@@ -142,6 +144,8 @@ def parse_body(
         envelope = _envelope_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise _event_error(exc) from None
+    except RecursionError:
+        raise EventError(TOO_DEEP) from None
     if envelope.batch is None:
         event = parse_message(
             body,
@@ -218,6 +222,8 @@ def parse_message(
             raise _event_error(exc2) from None
     except msgspec.DecodeError as exc:
         raise _event_error(exc) from None
+    except RecursionError:
+        raise EventError(TOO_DEEP) from None
     event = to_event(
         message,
         site=site,

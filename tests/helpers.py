@@ -146,3 +146,19 @@ class LiveGateway:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+
+async def raw_http(port: int, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """Send one request as raw bytes (header bytes an HTTP client would refuse or re-encode)
+    to 127.0.0.1:``port``: its status and body. ``head`` is the request line and headers,
+    CRLF-separated, without the blank line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        length = f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        writer.write(head + length + body)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]

@@ -37,6 +37,7 @@ from gateway.datamart.profiles import Profile, find_customer, get_profile
 from gateway.erp import stock
 from gateway.events import Event
 from gateway.warehouse import Warehouse
+from gateway.web.auth import client_bytes
 from gateway.web.state import BUS, CONFIG, COUNTERS, PUBLISHER, REDIS, WAREHOUSE
 from gateway.web.templates import environment
 
@@ -129,7 +130,7 @@ def authenticate(request: web.Request) -> Kiosk:
     match = None
     if scheme.lower() == "bearer" and given:
         for kiosk in request.app[KIOSKS].values():
-            if hmac.compare_digest(given.encode(), kiosk.token.encode()):
+            if hmac.compare_digest(client_bytes(given), kiosk.token.encode()):
                 match = kiosk
     if match is None:
         raise web.HTTPUnauthorized(

@@ -50,11 +50,19 @@ def client_of(request: web.Request, trust_forwarded: bool) -> Client:
     if trust_forwarded and (forwarded := headers.get("X-Forwarded-For")):
         ip = forwarded.split(",", 1)[0].strip()
     return Client(
-        ip=ip,
-        user_agent=headers.get("User-Agent", ""),
-        referer=headers.get("Referer", ""),
+        ip=_text(ip),
+        user_agent=_text(headers.get("User-Agent", "")),
+        referer=_text(headers.get("Referer", "")),
         no_tracking=headers.get("DNT") == "1" or headers.get("Sec-GPC") == "1",
     )
+
+
+def _text(header: str) -> str:
+    """A header value as text events can carry: bytes that are not UTF-8 (aiohttp keeps them as
+    lone surrogates, which msgpack refuses) become U+FFFD."""
+    if header.isascii():
+        return header
+    return header.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def site_of(request: web.Request, config: Config, write_key: str | None) -> tuple[str, SiteConfig]:
@@ -73,7 +81,7 @@ def check_origin(request: web.Request, site: SiteConfig) -> None:
     """A browser page may send for a site only from one of its allowed origins."""
     origin = request.headers.get("Origin")
     if origin and "*" not in site.allowed_origins and origin not in site.allowed_origins:
-        raise web.HTTPForbidden(reason=f"origin {origin} may not send events for this site")
+        raise web.HTTPForbidden(reason=f"origin {origin!a} may not send events for this site")
 
 
 def cors_headers(request: web.Request, config: Config) -> dict[str, str]:

@@ -35,6 +35,8 @@ def setup(app: web.Application) -> None:
 
 
 async def pixel(request: web.Request) -> web.Response:
+    if request.method == "HEAD":  # a link checker or a proxy: what it would get, no event
+        return web.Response(body=GIF, content_type="image/gif", headers=NO_CACHE)
     config = request.app[CONFIG]
     message = message_of(dict(request.query))
     site_name, site = site_of(request, config, str(message.pop("writeKey", "") or "") or None)
@@ -60,7 +62,7 @@ def message_of(query: dict[str, str]) -> dict[str, Any]:
         try:
             decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
             decoded_message = msgspec.json.decode(decoded)
-        except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        except (binascii.Error, ValueError, msgspec.DecodeError, RecursionError) as exc:
             raise EventError(f"not base64-encoded JSON: {exc}", "data") from None
         if not isinstance(decoded_message, dict):
             raise EventError("must encode a JSON object", "data")

@@ -52,7 +52,7 @@ def check_signature(
         return f"{HEADER} header required"
     parts = dict(p.strip().partition("=")[::2] for p in header.split(","))
     stamp, given = parts.get("t", ""), parts.get("v1", "")
-    if not (stamp.isascii() and stamp.isdigit()) or not given:
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not given:
         return f"{HEADER} must be t=<unix seconds>,v1=<hex HMAC-SHA256>"
     now = time.time() if now is None else now
     if abs(now - int(stamp)) > window:

@@ -69,19 +69,31 @@ def _show_hour(value: int) -> str:
 def _hour(value: str) -> int:
     moment = datetime.fromisoformat(value if ":" in value else f"{value}:00")
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # year 1 ahead of UTC, 9999 behind it
+            raise ValueError("out of range in UTC") from None
     return _key(moment.date()) * 100 + moment.hour
 
 
-def _pattern(regex: str, spelling: str) -> Callable[[str], int]:
+def _pattern(regex: str, spelling: str, last: Callable[[int], int]) -> Callable[[str], int]:
+    """Parses ``spelling``: a year and a number from 1 to ``last(year)``."""
     compiled = re.compile(regex)
 
     def parse(value: str) -> int:
         if not (match := compiled.fullmatch(value)):
             raise ValueError(f"expected {spelling}")
-        return int(match[1]) * 100 + int(match[2])
+        year, number = int(match[1]), int(match[2])
+        if not 1 <= number <= last(year):
+            raise ValueError(f"{value} does not exist")
+        return year * 100 + number
 
     return parse
+
+
+def _weeks(year: int) -> int:
+    """ISO weeks in ``year`` (52 or 53: the week of 28 December is its last)."""
+    return date(year, 12, 28).isocalendar().week
 
 
 #: Dimensions whose values are the stored ones.
@@ -93,10 +105,14 @@ DIMENSIONS: Final[dict[str, Dimension]] = {
     "hour": Dimension(_hour, _show_hour),
     "day": Dimension(_day, _show_day),
     "week": Dimension(
-        _pattern(r"(\d{4})-W(\d{2})", "YYYY-Www"), lambda v: f"{v // 100:04}-W{v % 100:02}", "date"
+        _pattern(r"(\d{4})-W(\d{2})", "YYYY-Www", _weeks),
+        lambda v: f"{v // 100:04}-W{v % 100:02}",
+        "date",
     ),
     "month": Dimension(
-        _pattern(r"(\d{4})-(\d{2})", "YYYY-MM"), lambda v: f"{v // 100:04}-{v % 100:02}", "date"
+        _pattern(r"(\d{4})-(\d{2})", "YYYY-MM", lambda _: 12),
+        lambda v: f"{v // 100:04}-{v % 100:02}",
+        "date",
     ),
     "segment": Dimension(join="segment"),
     **{name: Dimension() for name in (*_PLAIN, *_VISIT)},

@@ -37,7 +37,7 @@ def basic_user(header: str) -> str | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # not base64; not ASCII (b64decode refuses it)
         return None
     return decoded.partition(":")[0] or None
 
@@ -70,14 +70,16 @@ def is_admin(request: web.Request, token: str) -> bool:
     """A bearer token (API clients) or a signed, unexpired session cookie (the dashboard)."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return hmac.compare_digest(_bytes(given.strip()), token.encode())
+        return hmac.compare_digest(client_bytes(given.strip()), token.encode())
     expires, _, signature = request.cookies.get(SESSION_COOKIE, "").partition(".")
-    if not (expires.isascii() and expires.isdigit()) or int(expires) < time.time():
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
         return False
-    return hmac.compare_digest(_bytes(signature), _sign(token, int(expires)).encode())
+    if int(expires) < time.time():
+        return False
+    return hmac.compare_digest(client_bytes(signature), _sign(token, int(expires)).encode())
 
 
-def _bytes(given: str) -> bytes:
+def client_bytes(given: str) -> bytes:
     """A value a client sent, comparable with ``hmac.compare_digest`` whatever it holds (the
     function refuses non-ASCII text with a TypeError)."""
     return given.encode("utf-8", "surrogateescape")

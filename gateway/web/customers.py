@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
@@ -39,9 +39,13 @@ PERSONAL_COLUMNS = {
 TIMELINE_LIMIT = 100
 
 
+#: A consent's channel or purpose ("email", "marketing"...).
+ConsentName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
 class ConsentChange(msgspec.Struct, forbid_unknown_fields=True):
-    channel: str
-    purpose: str
+    channel: ConsentName
+    purpose: ConsentName
     granted: bool
 
 

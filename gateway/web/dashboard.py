@@ -71,7 +71,10 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # not UTF-8, an unknown charset, no boundary...
+        raise web.HTTPBadRequest(reason=f"unreadable form: {exc}") from None
     token, target = str(form.get("token", "")), _safe_next(str(form.get("next", "")))
     if not hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
         response = render(request, "login.html", next=target, error="That token is not right.")

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -36,6 +37,11 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
         log.warning("%s %s: 503: %s", request.method, request.path, exc)
         response = json_error(503, "warehouse unavailable, retry later", detail=str(exc))
         response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(exc, RequestPayloadError):  # an undecodable Content-Encoding
+        reason = str(exc).rpartition("message:")[2].strip()  # "400, message:\n  Can not..."
+        response = json_error(400, f"request body could not be read: {reason}")
+        response.force_close()  # aiohttp cannot read past it to the next request
         return response
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:

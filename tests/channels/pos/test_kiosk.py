@@ -26,6 +26,7 @@ from tests.gateway.warehouse.conftest import (  # noqa: F401  (fixtures)
     pg_dsn,
     warehouse_section,
 )
+from tests.helpers import raw_http
 
 Client = TestClient[web.Request, web.Application]
 
@@ -140,6 +141,9 @@ async def test_bad_requests_name_the_problem(client: Client) -> None:
     assert resp.status == 404
     assert (await client.get("/v1/kiosk/store-1/products", headers=headers)).status == 400
     assert (await client.get("/kiosk/nowhere")).status == 404
+    head = b"GET /v1/kiosk/store-1/products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff"
+    status, body = await raw_http(client.port, head)  # a byte that is not UTF-8: once a 500
+    assert status == 401 and b"kiosk token required" in body
 
 
 async def test_a_discontinued_product_is_neither_offered_nor_found(

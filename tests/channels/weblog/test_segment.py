@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.events import MAX_EVENT_BYTES, Event, unpack
 from gateway.web.app import create_app
 from gateway.web.state import BUS, REDIS
+from tests.helpers import raw_http
 
 Client = TestClient[web.Request, web.Application]
 CHROME = (
@@ -31,6 +32,8 @@ def basic(key: str) -> dict[str, str]:
 
 
 AUTH = basic("demo-write-key")
+#: JSON nested 1,000 deep: msgspec's RecursionError, once a 500 before the write key was known.
+DEEP = b'{"zz":' + b"[" * 1000 + b"]" * 1000 + b"}"
 
 
 @pytest.fixture
@@ -128,6 +131,18 @@ async def test_clock_skew_is_corrected(client: Client) -> None:
         ({"json": msg(1), "headers": basic("wrong-key-123")}, 401, "write key"),
         ({"json": {**msg(1), "writeKey": "nope-nope-nope"}}, 401, "write key"),
         ({"data": b"{nope", "headers": AUTH}, 400, "invalid JSON"),
+        ({"data": DEEP}, 401, "write key"),
+        ({"data": DEEP, "headers": AUTH}, 400, "nested too deeply"),
+        ({"json": msg(1), "headers": {"Authorization": "Basic é"}}, 401, "write key"),
+        ({"data": b"garbage", "headers": {**AUTH, "Content-Encoding": "gzip"}}, 400, "be read"),
+        (
+            {
+                "json": msg(1, timestamp="9999-01-01T00:00:00Z", sentAt="2000-01-01T00:00:00Z"),
+                "headers": AUTH,
+            },
+            400,
+            "too far from sentAt",
+        ),
         ({"json": msg(1, properties={"x": "y" * MAX_EVENT_BYTES}), "headers": AUTH}, 413, "32768"),
         (
             {"data": json.dumps({"batch": [msg(i) for i in range(6000)]}), "headers": AUTH},
@@ -249,6 +264,7 @@ async def test_pixel_flat_parameters_and_segment_data(client: Client) -> None:
     [
         ({"event": "X", "userId": "u"}, 401),
         ({"writeKey": "demo-write-key", "data": "!!!"}, 400),
+        ({"writeKey": "demo-write-key", "data": base64.urlsafe_b64encode(DEEP).decode()}, 400),
         ({"writeKey": "demo-write-key", "event": "X"}, 400),  # nobody identified
     ],
 )
@@ -275,3 +291,30 @@ async def test_tracker_script_carries_its_site_settings(client: Client) -> None:
     assert again.status == 304
     unknown = await (await client.get("/t.js", params={"k": "who-knows"})).text()
     assert unknown == client.app[SCRIPT].replace(MARKER, "{}")  # an unknown key learns nothing
+
+
+async def test_pixel_head_requests_record_nothing(client: Client) -> None:
+    params = {"writeKey": "demo-write-key", "event": "X", "anonymousId": "a1"}
+    resp = await client.head("/t.gif", params=params)
+    assert (resp.status, resp.content_type) == (200, "image/gif")
+    assert await stored(client) == []
+
+
+async def test_header_bytes_that_are_not_utf8(client: Client) -> None:
+    """aiohttp keeps them as lone surrogates: msgpack refused every event of such a request
+    (a 400 blaming the bus), and an Origin echoed in the 403's reason was a 500."""
+    port, body = client.port, json.dumps(msg(1)).encode()
+    head = (b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: " + AUTH["Authorization"].encode() + b"\r\n"
+            b"User-Agent: Mozilla/5.0 \xff\xfe\r\nReferer: https://shop.example/\xe9")  # fmt: skip
+    status, _ = await raw_http(port, head, body)
+    assert status == 200
+    (stored_event,) = await stored(client)
+    assert stored_event.context["userAgent"] == "Mozilla/5.0 \ufffd\ufffd"
+    assert stored_event.context["page"]["url"] == "https://shop.example/\ufffd"
+    origin = b"POST /v1/track HTTP/1.1\r\nHost: x\r\nOrigin: http://\xff"
+    status, answer = await raw_http(
+        port, origin, json.dumps(msg(2, writeKey="demo-write-key")).encode()
+    )
+    assert status == 403
+    assert "may not send events" in json.loads(answer)["error"]

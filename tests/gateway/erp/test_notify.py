@@ -64,6 +64,8 @@ def signed(body: bytes, key: str = KEY, at: float | None = None) -> dict[str, st
         (signature(KEY, 2000, b"{ }"), "bad signature"),  # another body
         ("t=²⁰⁰⁰,v1=abc", "must be t=<unix seconds>"),  # digits, but not ASCII ones
         ("t=2000,v1=ébc", "bad signature"),  # hmac.compare_digest refuses non-ASCII text
+        ("t=1" + "0" * 400 + ",v1=ab", "must be t=<unix seconds>"),  # once an OverflowError
+        ("t=" + "9" * 5000 + ",v1=ab", "must be t=<unix seconds>"),  # int() refuses it
     ],
 )
 def test_refused_signatures(header: str | None, reason: str) -> None:

@@ -40,6 +40,11 @@ from tests.gateway.warehouse.data import Shop, count, day, distinct, humans, sha
         ({"measures": "events", "filters": ["channel="]}, "filters", "has no value"),
         ({"measures": "events", "filters": ["day=monday"]}, "filters", "filter 'day'"),
         ({"measures": "events", "filters": ["week=2026-2"]}, "filters", "YYYY-Www"),
+        ({"measures": "events", "filters": ["week=2026-W99"]}, "filters", "does not exist"),
+        ({"measures": "events", "filters": ["week=2025-W53"]}, "filters", "does not exist"),
+        ({"measures": "events", "filters": ["month=2026-13"]}, "filters", "does not exist"),
+        ({"measures": "events", "filters": ["month=2026-00"]}, "filters", "does not exist"),
+        ({"measures": "events", "filters": ["hour=0001-01-01T00:00+01:00"]}, "filters", "UTC"),
         ({"measures": "events", "start": "2026-13-01"}, "from", "not an ISO date"),
     ],
 )

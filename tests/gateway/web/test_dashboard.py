@@ -72,7 +72,8 @@ async def test_forged_or_expired_cookies_are_refused(client: Client) -> None:
     token = client.app[ADMIN_TOKEN]
     expired = session_cookie(token, now=0)
     forged = session_cookie("another-token")
-    for value in (expired, forged, "garbage", "²⁰.abc", f"{expired.partition('.')[0]}.é"):
+    huge = "9" * 4301 + ".abc"  # int() refuses over 4,300 digits: once a 500
+    for value in (expired, forged, "garbage", "²⁰.abc", f"{expired.partition('.')[0]}.é", huge):
         client.session.cookie_jar.update_cookies({SESSION_COOKIE: value})
         assert (await client.get("/v1/dashboard/live")).status == 401
     client.session.cookie_jar.clear()
@@ -98,3 +99,20 @@ async def test_overview_and_live_counts(client: Client) -> None:
     bearer = {"Authorization": f"Bearer {client.app[ADMIN_TOKEN]}"}
     client.session.cookie_jar.clear()
     assert (await client.get("/v1/dashboard/live", headers=bearer)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"token=\xff"),
+        ("application/x-www-form-urlencoded; charset=nope", b"token=x"),
+        ("multipart/form-data", b"token=x"),  # no boundary
+        ("multipart/form-data; boundary=zz", b"garbage"),
+    ],
+)
+async def test_an_unreadable_login_form_is_a_400(
+    client: Client, content_type: str, body: bytes
+) -> None:
+    resp = await client.post("/dashboard/login", data=body, headers={"Content-Type": content_type})
+    assert resp.status == 400
+    assert "unreadable form" in (await resp.json())["error"]
