@@ -49,7 +49,7 @@ from channels.weblog.useragents import UserAgentParser
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.errors import BusUnavailable, TouchpointError
-from gateway.events import Event, pack
+from gateway.events import MAX_EVENT_BYTES, Event, pack
 from gateway.keyfile import local_key
 from gateway.keys import EVENTS, Keys
 from gateway.redis import connect, redis_url
@@ -65,6 +65,9 @@ EVENTS_PER_ENTRY: Final = 500
 #: Entries one pipelined publish carries, and publishes awaiting Redis while parsing goes on.
 ENTRIES_PER_PUBLISH: Final = 8
 IN_FLIGHT: Final = 2
+#: Characters of a line at most (an event's limit at ingest; servers cap request lines at 8 KB
+#: or so): a longer one is malformed.
+MAX_LINE: Final = MAX_EVENT_BYTES
 #: Malformed lines the summary quotes.
 MAX_EXAMPLES: Final = 10
 #: What reading a file, compressed or not, raises when it cannot go on.
@@ -307,17 +310,21 @@ class Checkpoints:
 
     def get(self, identity: str) -> int:
         try:
-            return int(json.loads((self.dir / f"{identity}.json").read_text())["line"])
-        except (OSError, ValueError, KeyError, TypeError):
+            line = int(json.loads((self.dir / f"{identity}.json").read_text())["line"])
+        except (OSError, ValueError, KeyError, TypeError, OverflowError):
             return 0
+        return max(line, 0)
 
     def put(self, identity: str, name: str, line: int) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{identity}.json"
         tmp = path.with_suffix(".tmp")
         data = {"file": name, "line": line, "at": datetime.now(UTC).isoformat()}
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise LogImportError(f"{path}: cannot keep the checkpoint: {exc}") from exc
 
 
 # --- the import ----------------------------------------------------------------------------------
@@ -358,6 +365,8 @@ async def import_logs(
 def check_files(names: Sequence[str], options: Options) -> None:
     """Open every regular file and find its format: raise now rather than half way through."""
     for name in names:
+        if Path(name).is_dir():
+            raise LogImportError(f"{name}: is a directory")
         if name != "-" and (Path(name).is_file() or not Path(name).exists()):
             open_source(name, options).close()
 
@@ -415,6 +424,7 @@ class _Import:
             return
         self._bar.set_description(source.name, refresh=False)
         parse, skip_reason, make = source.format.parse, self.views.skip_reason, self.views.event
+        plausible = self.views.plausible
         skipped = self.summary.skipped
         prefix = source.identity[:20]
         lines = enumerate(source.lines, 1)
@@ -434,8 +444,8 @@ class _Import:
                 if not lineno & 0x1FFF:
                     self._bar.update(lineno - shown)
                     shown = lineno
-                hit = parse(line)
-                if hit is None:
+                hit = parse(line) if len(line) <= MAX_LINE else None
+                if hit is None or not plausible(hit):
                     if line.strip():
                         self._malformed(source.name, lineno, line)
                     else:

@@ -24,7 +24,7 @@ from typing import Any, Final, NamedTuple
 
 from channels.weblog.useragents import UserAgentParser
 from gateway.errors import TouchpointError
-from gateway.events import Event
+from gateway.events import AHEAD, EARLIEST, Event
 from gateway.privacy import anonymize_ip
 
 #: The known formats by name, in the order :func:`detect` tries them (most specific first).
@@ -58,6 +58,12 @@ _MONTHS: Final = {
 }  # fmt: skip
 _TIME_SEPARATORS: Final = ("/", "/", ":", ":", ":", " ")
 _TIME_CACHE_SIZE: Final = 4096
+#: Characters of an anonymous id at most (as ingest takes them); a longer cookie is not one.
+MAX_ID: Final = 255
+#: Bytes sent and seconds taken that no real response has (an event could not even carry the
+#: first past 2^63).
+_BYTES_LIMIT: Final = 2**53
+_SECONDS_LIMIT: Final = 86_400.0 * 365
 
 _DIRECTIVE: Final = re.compile(r"%([<>]?)(?:!?\d{3}(?:,\d{3})*)?(?:\{([^}]*)\})?([a-zA-Z%])")
 _QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
@@ -184,6 +190,18 @@ class LogFormat:
                 self._times.clear()
             self._times[stamp] = when
         size = size if size and size != "-" else sent
+        try:  # numbers no server writes (20 digits and more) make a line malformed
+            sent_bytes = int(size) if size and size != "-" else 0
+            port_number = int(port) if port else 0
+            seconds = float(took) * self._time_unit if took and took != "-" else None
+        except ValueError:  # over 4,300 digits
+            return None
+        if not (
+            sent_bytes < _BYTES_LIMIT
+            and port_number < 65_536
+            and (seconds is None or seconds < _SECONDS_LIMIT)
+        ):
+            return None
         return Hit(
             "" if host == "-" else host,
             when,
@@ -192,12 +210,12 @@ class LogFormat:
             query,
             protocol,
             int(status) if status else 0,
-            int(size) if size and size != "-" else 0,
+            sent_bytes,
             "" if referrer == "-" else referrer,
             agent,
             "" if vhost == "-" else vhost,
-            int(port) if port else 0,
-            float(took) * self._time_unit if took and took != "-" else None,
+            port_number,
+            seconds,
             _cookie(cookie, self.cookie_name) if self._cookie_header else _value(cookie),
         )
 
@@ -297,9 +315,9 @@ def parse_time(stamp: str) -> datetime | None:
             tzinfo=UTC,
         )
         offset = timedelta(hours=int(stamp[22:24]), minutes=int(stamp[24:26]))
-    except (KeyError, ValueError):
+        return local - offset if stamp[21] == "+" else local + offset
+    except (KeyError, ValueError, OverflowError):  # OverflowError: year 1 ahead of UTC...
         return None
-    return local - offset if stamp[21] == "+" else local + offset
 
 
 def _value(text: str) -> str | None:
@@ -352,6 +370,11 @@ class PageViews:
         self._visitors: dict[str, str] = {}
         self._origins: dict[tuple[str, int], str] = {}
 
+    def plausible(self, hit: Hit) -> bool:
+        """Whether ``hit`` is within the times events can have (what ingest refuses, the
+        filter would drop)."""
+        return EARLIEST <= hit.time <= self.received_at + AHEAD
+
     def skip_reason(self, hit: Hit) -> str | None:
         """Why ``hit`` is not imported (one of :data:`REASONS`), or None."""
         if hit.status >= 400 and not self.keep_errors:
@@ -401,7 +424,9 @@ class PageViews:
             site=self.site,
             timestamp=hit.time,
             received_at=self.received_at,
-            anonymous_id=hit.cookie or self._visitor(hit.host, hit.user_agent),
+            anonymous_id=hit.cookie
+            if hit.cookie and len(hit.cookie) <= MAX_ID
+            else self._visitor(hit.host, hit.user_agent),
             properties=properties,
             context=context,
         )

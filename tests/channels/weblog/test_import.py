@@ -208,6 +208,52 @@ async def test_the_first_ten_malformed_lines_are_reported(config: Config, tmp_pa
     assert f"  {log}:2: garbage 0" in summary.text()
 
 
+async def test_lines_no_server_writes_are_malformed_and_the_rest_imported(
+    config: Config, tmp_path: Path
+) -> None:
+    """Such a line once stopped the import with a traceback after part of the file was
+    published, and --resume stopped on it again: the file could never be imported whole."""
+    log = tmp_path / "odd.log"
+    good = [line("192.0.2.1", f"/p{i}", second=i) for i in range(3)]
+    odd = [
+        good[0].replace(" 100 ", f" {10**30} "),  # bytes past 2^64
+        good[0].replace("01/Apr/2024", "01/Apr/1999"),  # before any event
+        good[0].replace("01/Apr/2024", "01/Apr/2099"),  # ahead of now
+        good[0].replace("/p0", "/" + "x" * 40_000),  # longer than an event may be
+    ]
+    log.write_text(good[0] + "".join(odd) + good[1] + good[2])
+    summary = await run(config, log)
+    assert (summary.imported, summary.malformed) == (3, 4)
+    assert [m.line for m in summary.examples] == [2, 3, 4, 5]
+    assert [e.properties["path"] for e in await published(config)] == ["/p0", "/p1", "/p2"]
+
+
+async def test_an_over_long_cookie_is_not_an_anonymous_id(config: Config, tmp_path: Path) -> None:
+    fmt = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" "%{Cookie}i"'
+    log = tmp_path / "cookies.log"
+    stamp = "[01/Apr/2024:12:00:00 +0000]"
+    log.write_text(
+        f'192.0.2.1 - - {stamp} "GET /a HTTP/1.1" 200 1 "-" "{CHROME}" "tp_aid=v-1"\n'
+        f'192.0.2.1 - - {stamp} "GET /b HTTP/1.1" 200 1 "-" "{CHROME}" "tp_aid={"v" * 300}"\n'
+    )
+    first, second = await run_events(config, log, log_format=fmt)
+    assert first.anonymous_id == "v-1"
+    assert second.anonymous_id and len(second.anonymous_id) <= 255  # the derived visitor
+
+
+async def run_events(config: Config, log: Path, **options: Any) -> list[Event]:
+    await run(config, log, **options)
+    return await published(config)
+
+
+async def test_a_directory_is_refused_before_anything_is_published(
+    config: Config, tmp_path: Path
+) -> None:
+    with pytest.raises(LogImportError, match=f"{tmp_path}: is a directory"):
+        await run(config, FIXTURES / "combined.log", tmp_path)
+    assert await published(config) == []
+
+
 async def test_the_site_is_the_only_one_or_chosen(
     make_config: Callable[..., Config], service_redis_url: str, prefix: str
 ) -> None:

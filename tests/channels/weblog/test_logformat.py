@@ -194,6 +194,12 @@ def test_unusable_log_format_strings_are_refused(spec: str, message: str) -> Non
         '192.0.2.13 - - [10/Oct/2023:13:55:45] "GET / HTTP/1.1" 200 1 "-" "-"',
         '192.0.2.13 - - [10/Oct/2023:13:55:45 +0200] "GET / HTTP/1.1" 200 1 "-" "-" extra',
         '192.0.2.13 - - [10/Oct/2023:13:55:45 +0200] "GET / HTTP/1.1" abc 1 "-" "-"',
+        # numbers no server writes: once an OverflowError (2^64 and more, the bus's msgpack)
+        # or a ValueError (over 4,300 digits) that stopped the import half way
+        f'192.0.2.13 - - [10/Oct/2023:13:55:45 +0200] "GET / HTTP/1.1" 200 {10**30} "-" "-"',
+        f'192.0.2.13 - - [10/Oct/2023:13:55:45 +0200] "GET / HTTP/1.1" 200 {"9" * 5000} "-" "-"',
+        '192.0.2.13 - - [31/Dec/9999:23:59:59 -1200] "GET / HTTP/1.1" 200 1 "-" "-"',
+        '192.0.2.13 - - [01/Jan/0001:00:00:00 +1400] "GET / HTTP/1.1" 200 1 "-" "-"',
     ],
 )
 def test_malformed_and_truncated_lines_are_none(line: str) -> None:
