@@ -6,20 +6,22 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gc
 import json
 import logging
 import re
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from gateway import config as configuration
 from gateway import keys as K
 from gateway import logs
 from gateway.erp.base import ENTITIES
-from gateway.errors import TouchpointError
+from gateway.errors import ConfigError, TouchpointError
 
 if TYPE_CHECKING:
     from gateway.bus import Bus
@@ -203,21 +205,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load(args)
     tune_gc()
-    web.run_app(
-        create_app(config),
-        host=config.http.host,
-        port=config.http.port,
-        shutdown_timeout=config.http.shutdown_timeout,
-        access_log=None,
-        print=lambda _: log.info(
-            "touchpoint on http://%s:%d (data in %s)",
-            config.http.host,
-            config.http.port,
-            config.data_dir,
-        ),
-        loop=new_loop(),
-    )
+    host, port = config.http.host, config.http.port
+    try:
+        web.run_app(
+            create_app(config),
+            host=host,
+            port=port,
+            shutdown_timeout=config.http.shutdown_timeout,
+            access_log=None,
+            print=lambda _: log.info(
+                "touchpoint on http://%s:%d (data in %s)", host, port, config.data_dir
+            ),
+            loop=new_loop(),
+        )
+    except OSError as exc:  # where it was told to listen it cannot: a traceback helps nobody
+        if exc.errno not in _CANNOT_LISTEN and not isinstance(exc, socket.gaierror):
+            raise
+        raise ConfigError(config.source, "http", f"cannot listen on {host}:{port}: {exc}") from None
     return 0
+
+
+_CANNOT_LISTEN: Final = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -147,6 +147,8 @@ def load(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "", f"not UTF-8 (byte {exc.start}): TOML is") from None
     return loads(text, source=str(path), env=env)
 
 
@@ -154,8 +156,10 @@ def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
     env = os.environ if env is None else env
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "", f"invalid TOML: {exc}") from exc
+    except ValueError as exc:  # TOMLDecodeError, and an integer over 4,300 digits
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(source, "", "invalid TOML: nested too deeply") from None
     _check_keys(data, Config, "", source)
     _apply_env(data, env, source)
     _resolve_secrets(data, Config, "", source, env)
@@ -165,7 +169,19 @@ def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
         raise _config_error(source, exc) from None
     _check_stores(config, source)
     _check_erp(config, source)
+    _check_redis(config, source)
     return dataclasses.replace(config, source=source)
+
+
+def _check_redis(config: Config, source: str) -> None:
+    """A Redis URL redis-py can connect with (else every command failed with its traceback)."""
+    from redis.connection import parse_url
+
+    if config.redis.url.is_set:
+        try:
+            parse_url(config.redis.url.get())  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ConfigError(source, "redis.url", str(exc)) from None
 
 
 def _check_erp(config: Config, source: str) -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from gateway.config.values import Name, Port, Positive, Seconds, Secret
+from gateway.config.values import LONGEST, Name, Port, Positive, Seconds, Secret
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,10 @@ class WarehouseConfig:
     #: made once and kept under ``data.dir``.
     pii_key: Secret = field(default_factory=lambda: Secret(None))
     #: DuckDB: threads running reads (queries), each with its own cursor; writes have one.
-    readers: Positive = 4
+    readers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
     #: DuckDB: threads one query may use; 0 = one more than the cores (bench/olap.py: DuckDB's
     #: own default, one per core, made the cube query ~1.6x slower on 2 cores).
-    threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    threads: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 0
     #: PostgreSQL: connections in the pool.
     pool_size: Positive = 10
     #: Rows an OLAP query may return; a larger result is refused (narrow the query).
@@ -158,7 +158,7 @@ class SiteConfig:
 class WebConfig:
     #: Seconds a client ``messageId`` is remembered to drop duplicates at ingest (0: off).
     #: Later replays are absorbed by the idempotent sinks.
-    dedup_window: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    dedup_window: Annotated[float, msgspec.Meta(ge=0, le=LONGEST)] = 3600.0
     #: Parsed user agents kept in the LRU cache.
     ua_cache: Positive = 10_000
     #: Take the client address from X-Forwarded-For (only behind a proxy you trust).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
@@ -38,7 +38,13 @@ class Secret:
         return hash((self._value, self.env))
 
 
+#: Ten years: longer than any setting means, short enough for every API a duration reaches
+#: (Redis' BLOCK and PX, asyncio's timeouts; ``inf`` crashed the agents at run time).
+LONGEST: Final = 315_360_000.0
+#: Counts (batch sizes, caps) Redis and the drivers take as signed 32-bit numbers at most.
+LARGEST: Final = 2**31 - 1
+
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=LONGEST)]
+Positive = Annotated[int, msgspec.Meta(ge=1, le=LARGEST)]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]

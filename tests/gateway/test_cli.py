@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -244,6 +245,24 @@ def test_serve_refuses_the_collector_with_one_of_its_steps(
     err = capsys.readouterr().err
     assert f"{config.source}: agents.run: collector runs filter, sessions" in err
     assert "also named: identity, sync" in err
+
+
+def test_serve_where_it_cannot_listen_is_a_one_line_error(
+    make_config: Callable[..., Config],
+    service_redis_url: str,
+    prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        http = f'[http]\nhost = "127.0.0.1"\nport = {port}'
+        config = make_config(service_redis_url, prefix, http, "[agents]\nrun = []")
+        assert cli.main(["serve", "--config", config.source]) == 2
+    err = capsys.readouterr().err
+    assert f"{config.source}: http: cannot listen on 127.0.0.1:{port}: " in err
+    assert "Traceback" not in err
 
 
 def test_a_data_dir_that_cannot_be_made_is_a_one_line_error(

@@ -37,6 +37,16 @@ def test_shipped_config_runs_as_is() -> None:
         ("[sites.shop]\n", "sites.shop.write_key", "is required"),
         ("[admin]\ntoken = { envv = 'X' }", "admin.token", '{ env = "NAME" }'),
         ("[agents]\nrun = ['Not A Name']", "agents.run[0]", "Expected str matching"),
+        # no bound once: inf crashed the agents at run time, huge counts wedged Redis calls,
+        # 100,000 DuckDB threads hung and 2^63 aborted the process
+        ("[bus]\nblock = inf", "bus.block", "<= 315360000.0"),
+        ("[collector]\nsession_timeout = 1e300", "collector.session_timeout", "<="),
+        ("[web]\ndedup_window = inf", "web.dedup_window", "<="),
+        ("[bus]\nbatch = 9223372036854775807", "bus.batch", "<= 2147483647"),
+        ("[warehouse]\nthreads = 100000", "warehouse.threads", "<= 1024"),
+        ("[warehouse]\nreaders = 100000", "warehouse.readers", "<= 256"),
+        ("[redis]\nurl = 'not-a-url'", "redis.url", "must specify one of the following schemes"),
+        ("[redis]\nurl = 'redis://127.0.0.1:99999'", "redis.url", "Port out of range"),
     ],
 )
 def test_bad_settings_name_file_and_key(tmp_path: Path, text: str, key: str, reason: str) -> None:
@@ -55,6 +65,24 @@ def test_toml_syntax_error_says_where(tmp_path: Path) -> None:
     path.write_text("[http]\nport = = 1\n")
     with pytest.raises(ConfigError, match=r"broken.toml: invalid TOML: .*line 2"):
         configuration.load(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"# \xff\n", "not UTF-8 (byte 2)"),
+        (b"a = " + b"[" * 500 + b"]" * 500, "invalid TOML: nested too deeply"),
+        (b"x = 1" + b"0" * 4300, "invalid TOML: "),
+    ],
+)
+def test_a_file_that_is_no_toml_at_all_is_one_line(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "odd.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(path, env={})
+    assert str(caught.value).startswith(f"{path}: {reason}")
 
 
 def test_environment_overrides() -> None:
