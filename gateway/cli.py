@@ -193,7 +193,10 @@ def _load(args: argparse.Namespace) -> configuration.Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    configuration.load(args.file or args.config)
+    from gateway.agents import pool
+
+    config = configuration.load(args.file or args.config)
+    pool.check(config.agents.run, config.source)
     print("ok")
     return 0
 
@@ -229,7 +232,10 @@ _CANNOT_LISTEN: Final = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from gateway.agents import pool
+
     config = _load(args)
+    pool.check([args.name], "touchpoint agent", "NAME")  # before Redis is started for it
     tune_gc()
     return _run(_agent(config, args.name))
 
@@ -273,7 +279,7 @@ def _positive(text: str) -> int:
 def _stream_id(text: str) -> str:
     """A stream entry id as Redis writes them (``1764460000000-0``)."""
     parts = text.split("-")
-    if not re.fullmatch(r"\d+-\d+", text) or max(int(p) for p in parts) >= 1 << 64:
+    if not re.fullmatch(r"[0-9]+-[0-9]+", text) or max(int(p) for p in parts) >= 1 << 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a stream id such as 1764460000000-0")
     return text
 

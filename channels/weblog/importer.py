@@ -269,8 +269,13 @@ def _format(name: str, sample: list[str], options: Options) -> LogFormat | None:
 
 
 def _excerpt(line: str, limit: int = 120) -> str:
+    """The start of ``line`` as it may be shown on a terminal (control characters and bytes
+    that were not UTF-8 escaped)."""
     line = line.rstrip("\r\n")
-    return line if len(line) <= limit else line[:limit] + "..."
+    shown = line[:limit]
+    if not shown.isprintable():
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+    return shown if len(line) <= limit else shown + "..."
 
 
 def choose_site(config: Config, name: str | None) -> str:

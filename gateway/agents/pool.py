@@ -14,25 +14,27 @@ from gateway.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def build(names: Iterable[str], ctx: AgentContext) -> list[Agent]:
+def check(names: Iterable[str], source: str, key: str = "agents.run") -> None:
+    """ConfigError unless ``names`` are agents that can run together."""
     names = list(names)
     if "collector" in names and (both := [n for n in collector.STEPS if n in names]):
         raise ConfigError(
-            ctx.config.source,
-            "agents.run",
+            source,
+            key,
             f"collector runs {', '.join(collector.STEPS)} itself; "
             f"name it or them, not both (also named: {', '.join(both)})",
         )
-    agents = []
     for name in names:
-        spec = AGENTS.get(name)
-        if spec is None:
-            known = ", ".join(sorted(AGENTS))
+        if name not in AGENTS:
             raise ConfigError(
-                ctx.config.source, "agents.run", f"no agent {name!r} (known: {known})"
+                source, key, f"no agent {name!r} (known: {', '.join(sorted(AGENTS))})"
             )
-        agents.append(Agent(name, spec.make(ctx), ctx.bus, stream=spec.stream))
-    return agents
+
+
+def build(names: Iterable[str], ctx: AgentContext) -> list[Agent]:
+    names = list(names)
+    check(names, ctx.config.source)
+    return [Agent(n, AGENTS[n].make(ctx), ctx.bus, stream=AGENTS[n].stream) for n in names]
 
 
 class AgentPool:

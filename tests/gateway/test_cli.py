@@ -96,6 +96,7 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
         ["dead-letters", "events", "--count", "0"],
         ["redrive", "events", "abc"],
         ["discard", "events", "99999999999999999999999-0"],  # past 64 bits: Redis refuses it
+        ["redrive", "events", "\u0661\u0662-\u0660"],  # Arabic-Indic digits: Redis refuses them
     ):
         with pytest.raises(SystemExit) as exited:
             cli.main(["bus", *bad, *base])
@@ -105,6 +106,7 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
     assert "'0' is not a whole number of 1 or more" in err
     assert "'abc' is not a stream id" in err
     assert "'99999999999999999999999-0' is not a stream id" in err
+    assert "'\u0661\u0662-\u0660' is not a stream id" in err
 
 
 async def test_redrive_all_goes_past_a_dead_letter_that_cannot_go_back(
@@ -221,7 +223,8 @@ def test_unknown_agent_is_a_one_line_error(
 ) -> None:
     assert cli.main(["agent", "nope", "--config", config.source]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"touchpoint: error: {config.source}: agents.run: no agent 'nope'")
+    # the name is the command line's, not agents.run's
+    assert err.startswith("touchpoint: error: touchpoint agent: NAME: no agent 'nope'")
     assert err.count("\n") == 1
 
 

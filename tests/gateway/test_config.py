@@ -155,6 +155,13 @@ def test_check_config_prints_ok_or_the_one_line(
     err = capsys.readouterr().err
     assert err == f"touchpoint: error: {bad}: http.port: Expected int, got str\n"
     assert cli.main(["--config", str(bad), "check-config"]) == 2
+    capsys.readouterr()
+    # what serve would refuse, check-config refuses (it said ok to these)
+    for run, reason in ((["nope"], "no agent 'nope'"), (["collector", "filter"], "not both")):
+        bad.write_text(f"[agents]\nrun = {run}\n")
+        assert cli.main(["check-config", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: agents.run: " in err and reason in err
 
 
 @pytest.mark.parametrize(

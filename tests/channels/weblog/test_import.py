@@ -208,6 +208,15 @@ async def test_the_first_ten_malformed_lines_are_reported(config: Config, tmp_pa
     assert f"  {log}:2: garbage 0" in summary.text()
 
 
+async def test_control_characters_of_a_line_are_escaped_when_shown(
+    config: Config, tmp_path: Path
+) -> None:
+    log = tmp_path / "junk.log"
+    log.write_bytes(line("192.0.2.1", "/a").encode() + b"\x1b[31mred\xff\n")
+    summary = await run(config, log)
+    assert [m.text for m in summary.examples] == ["\\x1b[31mred\ufffd"]
+
+
 async def test_lines_no_server_writes_are_malformed_and_the_rest_imported(
     config: Config, tmp_path: Path
 ) -> None:
