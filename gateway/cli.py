@@ -195,7 +195,7 @@ def _load(args: argparse.Namespace) -> configuration.Config:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.agents import pool
 
-    config = configuration.load(args.file or args.config)
+    config = configuration.load(args.config if args.file is None else args.file)
     pool.check(config.agents.run, config.source)
     print("ok")
     return 0

@@ -16,7 +16,8 @@ def local_key(path: Path) -> bytes:
     """The key in ``path``, made (64 random hex digits) if the file does not exist yet.
 
     The draft is written aside and hard-linked into place, so a concurrent reader never sees
-    it half written and two processes racing to make it agree on one. Raises ``OSError``.
+    it half written and two processes racing to make it agree on one. Raises ``OSError``
+    (an empty file too).
     """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,4 +29,7 @@ def local_key(path: Path) -> bytes:
                 os.link(draft, path)
         finally:
             draft.unlink()
-    return path.read_bytes().strip()
+    key = path.read_bytes().strip()
+    if not key:  # truncated (a full disk?): hashing with an empty key would pass unnoticed
+        raise OSError(f"{path} is empty; remove it to make a new key (hashes change with it)")
+    return key

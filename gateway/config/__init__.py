@@ -142,7 +142,9 @@ def load(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
     """Load, override from the environment and validate; raise ConfigError on any problem."""
-    path = Path(path or os.environ.get("TOUCHPOINT_CONFIG", DEFAULT_PATH))
+    if path is not None and not str(path):  # --config "": not the default without a word
+        raise ConfigError("--config", "", "is empty")
+    path = Path(path or os.environ.get("TOUCHPOINT_CONFIG") or DEFAULT_PATH)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

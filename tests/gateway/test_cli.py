@@ -233,6 +233,10 @@ def test_every_command_takes_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     for command in (["serve"], ["agent", "channel-counts"], ["bus", "stats"], ["check-config"]):
         assert cli.main([*command, "--config", str(missing)]) == 2
         assert f"{missing}: cannot read" in capsys.readouterr().err
+    assert cli.main(["check-config", ""]) == 2  # not the default config
+    assert "--config: is empty" in capsys.readouterr().err
+    assert cli.main(["check-config", "--config", ""]) == 2
+    assert "--config: is empty" in capsys.readouterr().err
 
 
 def test_serve_refuses_the_collector_with_one_of_its_steps(

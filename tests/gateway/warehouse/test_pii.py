@@ -84,6 +84,15 @@ def test_without_a_setting_a_key_is_made_once_and_kept(make_config: Callable[...
     assert list(path.parent.glob(".pii-key-*")) == []
 
 
+def test_an_empty_key_file_is_refused_not_used(make_config: Callable[..., Config]) -> None:
+    config = make_config()
+    path = config.data_dir / "pii-key"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n")
+    with pytest.raises(WarehouseError, match="pii-key is empty; remove it"):
+        pii_key(config)
+
+
 def test_an_unwritable_data_dir_is_a_clear_error(make_config: Callable[..., Config]) -> None:
     config = make_config()
     config.data_dir.parent.mkdir(parents=True, exist_ok=True)
