@@ -174,7 +174,9 @@ class DuckDBWarehouse:
                 raise WarehouseError(
                     f"duckdb {self.path}: cannot make its directory: {exc}"
                 ) from exc
-        db = duckdb.connect(self.path)
+        # Never an extension downloaded at run time (a file that is an SQLite database made
+        # DuckDB fetch sqlite_scanner to open it).
+        db = duckdb.connect(self.path, config={"autoinstall_known_extensions": False})
         db.execute("SET TimeZone = 'UTC'")  # per connection: hour, week, date_key in UTC
         db.execute(f"SET threads = {int(self.threads)}")  # for the whole database
         db.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_AT}'")

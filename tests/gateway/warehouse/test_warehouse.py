@@ -292,6 +292,16 @@ async def test_closed_warehouse_says_so(open_engine: OpenWarehouse) -> None:
 # --- DuckDB only ---------------------------------------------------------------------------------
 
 
+async def test_duckdb_downloads_no_extension_to_open_a_file(tmp_path: Path) -> None:
+    """A warehouse path holding an SQLite database made DuckDB fetch sqlite_scanner from the
+    internet (seconds without it; with it, the SQLite file would have been opened)."""
+    path = tmp_path / "w.duckdb"
+    path.write_bytes(b"SQLite format 3\x00" + bytes(4080))
+    with pytest.raises(WarehouseError, match="sqlite") as caught:
+        await DuckDBWarehouse.open(path, readers=1)
+    assert "Failed to download" not in str(caught.value)
+
+
 async def test_duckdb_reads_leave_the_event_loop_free(tmp_path: Path) -> None:
     """A query of a second or so: the loop's longest stall must be a small part of it."""
     warehouse = await DuckDBWarehouse.open(tmp_path / "w.duckdb", readers=2)
