@@ -3,6 +3,7 @@ warehouse is away."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -38,6 +39,8 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
         response = json_error(503, "warehouse unavailable, retry later", detail=str(exc))
         response.headers["Retry-After"] = "5"
         return response
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a static file's name
+        return json_error(404, "Not Found")
     if isinstance(exc, RequestPayloadError):  # an undecodable Content-Encoding
         reason = str(exc).rpartition("message:")[2].strip()  # "400, message:\n  Can not..."
         response = json_error(400, f"request body could not be read: {reason}")

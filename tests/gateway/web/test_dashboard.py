@@ -116,3 +116,9 @@ async def test_an_unreadable_login_form_is_a_400(
     resp = await client.post("/dashboard/login", data=body, headers={"Content-Type": content_type})
     assert resp.status == 400
     assert "unreadable form" in (await resp.json())["error"]
+
+
+async def test_a_static_name_too_long_for_the_filesystem_is_not_found(client: Client) -> None:
+    resp = await client.get("/dashboard/static/" + "x" * 300)  # ENAMETOOLONG: once a 500
+    assert resp.status == 404
+    assert "error" in await resp.json()
