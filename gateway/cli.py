@@ -428,7 +428,7 @@ def cmd_erp_sync(args: argparse.Namespace) -> int:
     results = _run(sync(config, args.entity, full=args.full, progress=not args.no_progress))
     for result in results:
         print(json.dumps(result.as_json()))
-    return 1 if any(r.error for r in results) else 0
+    return 1 if any(r.error or r.failed for r in results) else 0
 
 
 def cmd_erp_status(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ A cursor is the connector's own bookmark (an ERP's last write date, a drop file'
 ``None`` asks for everything. A read yields pages; each page carries the cursor to keep once
 it is loaded (a connector that cannot resume mid-read repeats the old cursor until its last
 page), so a sync interrupted half-way resumes near where it stopped and never skips a row.
-Rows are checked here, without I/O: a malformed row is logged with its id, skipped and
-counted, and never stops the sync.
+Rows are checked here, without I/O: a malformed row (a field missing or of the wrong type, a
+number that is not finite or not believable, a NUL character, a sale dated when no event can
+be) is logged with its id, skipped and counted, and never stops the sync.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from gateway.errors import TouchpointError
+from gateway.datamart.commerce import LARGEST, MAX_QUANTITY
+from gateway.errors import EventError, TouchpointError
+from gateway.events import checked_time
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +34,21 @@ class ErpUnavailable(TouchpointError):
     """The ERP (or its drop folder) cannot be read now; the sync backs off and retries."""
 
 
+#: Amounts and stock as the data mart believes them (gateway.datamart.commerce): finite and
+#: bounded. The sign is the ERP's business (a discount line, stock counted below zero).
+Amount = Annotated[float, msgspec.Meta(ge=-LARGEST, le=LARGEST)]
+#: What one sale line can hold (more would be clamped in ``fact_sale``, not the revenue).
+Quantity = Annotated[float, msgspec.Meta(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+
+
 class Product(msgspec.Struct, frozen=True):
     sku: str
     name: str
-    price: float
-    currency: str
+    price: Amount
+    currency: Currency
     category: str | None = None
-    cost: float | None = None
+    cost: Amount | None = None
     #: False once the ERP deactivated it (discontinued): never offered, whatever its stock.
     active: bool = True
     #: The ERP's own id for it, when it has one besides the SKU (Tryton's record id): a SKU
@@ -47,7 +59,7 @@ class Product(msgspec.Struct, frozen=True):
 class StockLevel(msgspec.Struct, frozen=True):
     sku: str
     location: str
-    quantity: float
+    quantity: Amount
 
 
 class Store(msgspec.Struct, frozen=True):
@@ -55,6 +67,14 @@ class Store(msgspec.Struct, frozen=True):
     name: str | None = None
     city: str | None = None
     timezone: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.timezone is None:
+            return
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"unknown time zone {self.timezone!r} (an IANA name)") from None
 
 
 class Customer(msgspec.Struct, frozen=True):
@@ -70,9 +90,10 @@ class SaleLine(msgspec.Struct, frozen=True):
 
     order_id: str
     sku: str
-    quantity: float
-    unit_price: float
-    currency: str
+    quantity: Quantity
+    unit_price: Amount
+    currency: Currency
+    #: Without an offset: UTC.
     ordered_at: datetime
     party_id: str | None = None
     store_id: str | None = None
@@ -102,13 +123,15 @@ ID_FIELDS: Mapping[Entity, str] = {
 
 @dataclass
 class Page(Generic[T]):
-    """What one read returned: the rows, the cursor to read from next time, the rows skipped.
+    """What one read returned: the rows, the cursor to read from next time, the rows skipped,
+    and what could not be read at all (``failed``: a drop file's name → why).
 
     ``token`` is the connector's own note for :meth:`Connector.confirm` (the files read)."""
 
     rows: list[T]
     cursor: str | None
     skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
     token: Any = field(default=None, repr=False)
     #: Rows the whole read is expected to hold, when the connector knows (progress bars).
     total: int | None = None
@@ -132,11 +155,16 @@ class Connector(Protocol):
 
 
 def check_rows(
-    entity: Entity, raw: Iterable[Mapping[str, Any]], where: str = ""
+    entity: Entity,
+    raw: Iterable[Mapping[str, Any]],
+    where: str = "",
+    now: datetime | None = None,
 ) -> tuple[list[Any], int]:
     """Typed rows from ``raw`` (strings are converted: ``"89.90"`` → 89.9; empty cells are
-    missing values) and how many were malformed (logged with their id, then skipped)."""
+    missing values) and how many were malformed (logged with their id, then skipped). A sale
+    becomes an event: it must be dated when events can be, as of ``now`` (default: now)."""
     kind = ROW_TYPES[entity]
+    now = now or datetime.now(UTC)
     rows: list[Any] = []
     skipped = 0
     for n, values in enumerate(raw, 1):
@@ -147,9 +175,22 @@ def check_rows(
             if value is not None and value != "":
                 given[key] = value
         try:
-            rows.append(msgspec.convert(given, kind, strict=False))
-        except msgspec.ValidationError as exc:
+            for key, value in given.items():
+                if isinstance(value, str) and "\0" in value:  # PostgreSQL refuses it in text
+                    raise EventError("holds a NUL character", key)
+            if isinstance(currency := given.get("currency"), str):
+                given["currency"] = currency.strip().upper()  # "eur" is EUR
+            row = msgspec.convert(given, kind, strict=False)
+            if isinstance(row, SaleLine):
+                checked_time(in_utc(row.ordered_at), now, "ordered_at")
+            rows.append(row)
+        except (msgspec.ValidationError, EventError) as exc:
             skipped += 1
             ident = given.get(ID_FIELDS[entity], f"row {n}")
             log.warning("erp %s%s: skipped %s: %s", entity, where, ident, exc)
     return rows, skipped
+
+
+def in_utc(when: datetime) -> datetime:
+    """``when`` with UTC as its zone when it has none (an ERP's dates without an offset)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

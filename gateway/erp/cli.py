@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from gateway.bus import Bus
@@ -18,6 +19,7 @@ from gateway.config import Config
 from gateway.erp import open_connector, stock
 from gateway.erp.base import Entity
 from gateway.erp.sync import SYNCED, ErpSync, Progress, SyncResult
+from gateway.errors import BusUnavailable
 from gateway.keys import Keys
 from gateway.redis import connect, redis_url
 from gateway.warehouse import open_warehouse
@@ -64,6 +66,8 @@ async def status(config: Config) -> dict[str, dict[str, Any]]:
         client = connect(url, timeout=config.redis.timeout)
         try:
             return await stock.status(client, Keys(config.redis.prefix), config.erp.stale_after)
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"erp status: {exc}") from exc
         finally:
             await client.aclose()
 

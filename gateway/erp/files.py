@@ -5,8 +5,9 @@ A file belongs to the entity its name starts with (``products*.csv``, ``stock-04
 ``.part`` are being written and left alone (write, then rename into the folder). Files are
 taken oldest first. A file is processed once and whole: it is read, its rows are loaded, and
 only then is it moved to ``done/``; a file that cannot be read (bad XML, a required column
-missing, not UTF-8) goes to ``failed/`` with ``<name>.reason`` next to it. A malformed row is
-skipped and counted, the rest of its file is loaded.
+missing, not UTF-8) goes to ``failed/`` with ``<name>.reason`` next to it, and its page says
+so (no rows, ``failed``). A malformed row is skipped and counted, the rest of its file is
+loaded.
 
 CSV: a header row; the columns are named by ``[erp.files.<entity>]`` (defaults: the demo
 catalogue's). XML: any root element, one child element per row, the fields as attributes or
@@ -120,13 +121,11 @@ class FileConnector:
 
     async def read(self, entity: Entity, cursor: str | None) -> AsyncGenerator[Page[Any], None]:
         """One page per waiting file (oldest first); a file that cannot be read goes to
-        ``failed/`` and yields nothing."""
+        ``failed/`` and its page names it, with no rows."""
         paths = await self._io(self._pending, entity)
         columns = _columns(self.files, entity)
         for path in paths:
-            page = await self._io(self._read_file, entity, path, columns)
-            if page is not None:
-                yield page
+            yield await self._io(self._read_file, entity, path, columns)
 
     async def confirm(self, entity: Entity, page: Page[Any]) -> None:
         await self._io(self._move_all, page.token or [], "done", None)
@@ -176,17 +175,15 @@ class FileConnector:
         self.prepare()
         return self.pending(entity)
 
-    def _read_file(
-        self, entity: Entity, path: Path, columns: Mapping[str, str]
-    ) -> Page[Any] | None:
+    def _read_file(self, entity: Entity, path: Path, columns: Mapping[str, str]) -> Page[Any]:
+        stat = path.stat()
+        cursor = f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
         try:
             rows, skipped = parse_file(entity, path.name, path.read_bytes(), columns)
         except FileError as exc:
             log.warning("erp %s: %s moved to failed/: %s", entity, path.name, exc)
             self._move(path, "failed", str(exc))
-            return None
-        stat = path.stat()
-        cursor = f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+            return Page([], cursor, failed={path.name: str(exc)})
         return Page(rows, cursor, skipped, token=[path])
 
     def _move_all(self, paths: list[Path], where: str, reason: str | None) -> None:

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from gateway.bus import Bus
 from gateway.config import ErpConfig
@@ -50,7 +51,9 @@ from gateway.erp.base import (
     SaleLine,
     StockLevel,
     Store,
+    in_utc,
 )
+from gateway.errors import BusUnavailable
 from gateway.events import Event
 from gateway.keys import EVENTS, Keys
 from gateway.warehouse import Warehouse
@@ -76,6 +79,8 @@ class SyncResult:
     skipped: int = 0
     changed: int = 0
     error: str | None = None
+    #: What could not be read at all (a drop file moved to ``failed/``): its name → why.
+    failed: dict[str, str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -167,14 +172,13 @@ def order_event(lines: list[SaleLine], site: str, now: datetime, *, cancel: bool
     if cancel:
         properties["original_order_id"] = first.order_id
     traits = {"erpPartyId": first.party_id} if first.party_id is not None else {}
-    when = first.ordered_at if first.ordered_at.tzinfo else first.ordered_at.replace(tzinfo=UTC)
     return Event(
         event_id=f"erp-{'cancel' if cancel else 'sale'}-{_digest(first.order_id)}",
         type="track",
         name="Order Refunded" if cancel else "Order Completed",
         channel="erp",
         site=site,
-        timestamp=now if cancel else when,
+        timestamp=now if cancel else in_utc(first.ordered_at),
         received_at=now,
         properties=properties,
         context={"traits": traits} if traits else {},
@@ -228,7 +232,8 @@ class ErpSync:
     async def sync(
         self, entity: Entity, *, full: bool = False, progress: Progress | None = None
     ) -> SyncResult:
-        """Sync ``entity`` now (``full``: from no cursor); never raises for an ERP failure."""
+        """Sync ``entity`` now (``full``: from no cursor); never raises for an ERP failure,
+        only BusUnavailable when Redis cannot even keep that the sync failed."""
         try:
             result = await self._sync(entity, full, progress)
         except Exception as exc:
@@ -236,9 +241,12 @@ class ErpSync:
             delay = retry_delay(self.intervals[entity], failures, self.settings.max_backoff)
             self.next_due[entity] = self.clock() + delay
             error = f"{type(exc).__name__}: {exc}"[:300]
+            try:
+                await stock.record_failure(self.redis, self.keys, entity, error, failures)
+            except (RedisError, OSError) as down:  # nowhere to keep it: the caller says why
+                raise BusUnavailable(f"erp {entity}: Redis: {down}") from down
             log.warning("erp %s: sync failed (%d in a row, next in %.0f s): %s",
                         entity, failures, delay, error)  # fmt: skip
-            await stock.record_failure(self.redis, self.keys, entity, error, failures)
             return SyncResult(entity, error=error)
         self.failures[entity] = 0
         self.next_due[entity] = self.clock() + self.intervals[entity]
@@ -250,19 +258,21 @@ class ErpSync:
         baseline = entity == "stock" and await stock.last_sync(self.redis, self.keys) is None
         now = datetime.now(UTC)
         rows = skipped = changed = 0
+        failed: dict[str, str] = {}
         pages = self.connector.read(entity, cursor)
         async with contextlib.aclosing(pages):  # a failed load lets go of the ERP at once
             async for page in pages:
                 count = await self._page(entity, page, now, baseline)
                 rows, skipped = rows + len(page.rows), skipped + page.skipped
                 changed += count
+                failed |= page.failed
                 if progress is not None:
                     progress(len(page.rows) + page.skipped, page.total)
         fields = {"rows": rows, "skipped": skipped, "changed": changed}
         await stock.record_success(self.redis, self.keys, entity, now, fields)
         if rows or skipped:
             log.info("erp %s: %d rows, %d skipped, %d changed", entity, rows, skipped, changed)
-        return SyncResult(entity, rows, skipped, changed)
+        return SyncResult(entity, rows, skipped, changed, failed=failed or None)
 
     async def _page(self, entity: Entity, page: Page[Any], now: datetime, baseline: bool) -> int:
         """Load one page, keep its cursor, confirm it; return the events it published."""

@@ -114,6 +114,48 @@ def test_cli_sync_and_status(
     assert "stock     ok" in capsys.readouterr().out
 
 
+#: The CLI reads the file alone (make_config's environment is not its own).
+NO_DEMO = "[erp.files]\nseed_demo = false"
+
+
+def test_cli_sync_names_the_files_that_failed_and_exits_1(
+    make_config: Callable[..., Config],
+    service_redis_url: str,
+    prefix: str,
+    warehouse_section: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A drop file moved to ``failed/`` is no success: the entity's line names it and why."""
+    config = make_config(service_redis_url, prefix, warehouse_section, NO_DEMO)
+    config.erp_drop_dir.mkdir(parents=True)
+    (config.erp_drop_dir / "stock-bad.csv").write_text("sku,quantity\nSKU-1001,1\n")
+    assert cli.main(["erp", "sync", "--entity", "stock", "--config", config.source]) == 1
+    line = json.loads(capsys.readouterr().out)
+    assert (line["entity"], line["rows"], "error" in line) == ("stock", 0, False)
+    assert line["failed"] == {
+        "stock-bad.csv": "missing column(s): location (header: ['sku', 'quantity'])"
+    }
+    assert (config.erp_drop_dir / "failed" / "stock-bad.csv").exists()
+    assert cli.main(["erp", "sync", "--entity", "stock", "--config", config.source]) == 0
+    assert "failed" not in json.loads(capsys.readouterr().out)  # it failed once, and is gone
+
+
+def test_cli_without_redis_is_a_one_line_error(
+    make_config: Callable[..., Config],
+    prefix: str,
+    warehouse_section: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As ``bus`` and the imports: one line saying Redis cannot be reached, exit 2."""
+    config = make_config("redis://127.0.0.1:1", prefix, warehouse_section)
+    for command in (["erp", "sync", "--entity", "stock", "--no-progress"], ["erp", "status"]):
+        assert cli.main([*command, "--config", config.source]) == 2
+        out, err = capsys.readouterr()  # the warehouse's migrations are logged first
+        assert out == "" and "Traceback" not in err, err
+        last = err.splitlines()[-1]
+        assert last.startswith("touchpoint: error: erp ") and "127.0.0.1:1" in last, err
+
+
 def test_the_drop_folder_is_configurable(
     make_config: Callable[..., Config], tmp_path: Path
 ) -> None:

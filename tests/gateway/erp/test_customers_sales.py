@@ -138,3 +138,26 @@ async def test_erp_orders_reach_fact_sale_and_the_profile_once(
     assert profile.counters.revenue == pytest.approx(0.0)
     total = await warehouse.fetch("SELECT sum(revenue) AS revenue FROM fact_sale")
     assert total[0]["revenue"] == pytest.approx(0.0)
+
+
+async def test_a_sale_no_event_can_have_blocks_no_file(
+    syncer: ErpSync, warehouse: Warehouse, drop: Path
+) -> None:
+    """An order dated after year 9999 in UTC is skipped like any bad row: the rest of its
+    file and the files after it load, and both files are done with."""
+    assert (await syncer.sync("sales")).rows == 0  # the drop folder made
+    drop_file(
+        drop,
+        "sales-a.csv",
+        SALE_HEADER
+        + "y9,SKU-1001,1,10,EUR,9999-12-31T23:59:59-12:00,,,done\n"
+        + "y1,SKU-1001,1,10,EUR,2024-03-04T10:00:00+00:00,,,done\n",
+    )
+    drop_file(
+        drop, "sales-b.csv", SALE_HEADER + "y2,SKU-1002,1,20,EUR,2024-03-04T11:00:00,,,done\n"
+    )
+    result = await syncer.sync("sales")
+    assert (result.rows, result.skipped, result.changed, result.error) == (2, 1, 2, None)
+    assert sorted(p.name for p in (drop / "done").iterdir()) == ["sales-a.csv", "sales-b.csv"]
+    orders = [e for entry in await syncer.bus.latest(K.EVENTS, 10) for e in entry.events]
+    assert sorted(e.properties["order_id"] for e in orders) == ["y1", "y2"]

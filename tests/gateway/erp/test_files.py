@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,69 @@ def test_a_file_that_cannot_be_read(name: str, data: bytes, reason: str) -> None
         parse_file("stock", name, data, STOCK)
 
 
+HEADERS: dict[str, str] = {
+    "products": "sku,name,price,cost,currency",
+    "stock": "sku,location,quantity",
+    "stores": "store_id,timezone",
+    "sales": "order_id,sku,quantity,unit_price,currency,ordered_at",
+}
+#: A good row of each entity, read after the bad one.
+GOOD: dict[str, str] = {
+    "products": "Y,Hat,10,,EUR",
+    "stock": "Y,web,3",
+    "stores": "Y,Europe/Paris",
+    "sales": "Y,A,1,10,EUR,2026-03-01T10:00:00+01:00",
+}
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("entity", "bad", "reason"),
+    [
+        ("products", "X,Hat,nan,,EUR", "price"),
+        ("products", "X,Hat,10,-inf,EUR", "cost"),
+        ("products", "X,Hat,1e13,,EUR", "price"),
+        ("products", "X,Hat,10,,123456789", "currency"),
+        ("products", "X,H\0at,10,,EUR", "name: holds a NUL character"),  # PostgreSQL: no text
+        ("stock", "X,web,nan", "quantity"),
+        ("stock", "X,web,1e30", "quantity"),
+        ("stores", "X,Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
+        ("stores", "X,../etc/passwd", "unknown time zone"),
+        ("sales", "X,A,1,nan,EUR,2026-03-01T10:00:00", "unit_price"),
+        ("sales", "X,A,1e308,1e308,EUR,2026-03-01T10:00:00", "quantity"),
+        ("sales", "X,A,2000000,1,EUR,2026-03-01T10:00:00", "quantity"),
+        ("sales", "X,A,1,10,EUR,9999-12-31T23:59:59-12:00", "ordered_at"),  # after 9999 in UTC
+        ("sales", "X,A,1,10,EUR,0001-01-01T00:00:00+14:00", "ordered_at"),  # before year 1
+        ("sales", "X,A,1,10,EUR,1999-12-31T23:59:59", "ordered_at"),
+        ("sales", "X,A,1,10,EUR,2026-03-02T12:00:01+00:00", "ordered_at"),  # over a day ahead
+    ],
+)
+def test_values_nothing_downstream_can_hold_skip_their_row(
+    entity: Entity, bad: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not finite, not believable, not a currency or a time zone, or a sale dated when no
+    event can be: the row is skipped and named with why; the rows after it are read."""
+    header = HEADERS[entity].split(",")
+    raw = [dict(zip(header, line.split(","), strict=True)) for line in (bad, GOOD[entity])]
+    rows, skipped = check_rows(entity, raw, " (drop.csv)", now=NOW)
+    assert skipped == 1 and [getattr(r, header[0]) for r in rows] == ["Y"]
+    [record] = [r for r in caplog.records if r.name == "gateway.erp.base"]
+    assert record.levelname == "WARNING"
+    assert "(drop.csv): skipped X:" in record.getMessage() and reason in record.getMessage()
+
+
+def test_stock_below_zero_and_discount_lines_are_kept() -> None:
+    """Some ERPs count stock below zero, and sell a discount as a line of negative price."""
+    rows, skipped = check_rows("stock", [{"sku": "A", "location": "web", "quantity": "-4"}])
+    assert (rows, skipped) == ([StockLevel("A", "web", -4.0)], 0)
+    line = {"order_id": "O", "sku": "D", "quantity": "1", "unit_price": "-5", "currency": "EUR",
+            "ordered_at": "2026-03-01T10:00:00"}  # fmt: skip
+    rows, skipped = check_rows("sales", [line], now=NOW)
+    assert skipped == 0 and rows[0].unit_price == -5.0
+    rows, _ = check_rows("sales", [{**line, "currency": " eur"}], now=NOW)
+    assert rows[0].currency == "EUR"  # as an ERP may write it
+
+
 def test_customers_are_read() -> None:
     rows, skipped = check_rows(
         "customers", [{"party_id": "P1", "email": "a@example.com"}, {"email": "x"}]
@@ -118,8 +182,11 @@ async def test_a_malformed_file_goes_to_failed_with_its_reason(tmp_path: Path) -
     (tmp_path / "products-good.xml").write_text(
         "<products><p sku='B' name='Hat' price='12.5' currency='EUR'/></products>"
     )
-    [page] = await pages(connector, "products")
-    assert [p.sku for p in page.rows] == ["B"]
+    bad, good = await pages(connector, "products")
+    assert [p.sku for p in good.rows] == ["B"] and good.failed == {}
+    assert bad.rows == [] and bad.token is None  # nothing to confirm: it is gone already
+    assert list(bad.failed) == ["products-bad.csv"]
+    assert "missing column(s): price, currency" in bad.failed["products-bad.csv"]
     assert not (tmp_path / "products-bad.csv").exists()
     assert (tmp_path / "failed" / "products-bad.csv").exists()
     reason = (tmp_path / "failed" / "products-bad.csv.reason").read_text()

@@ -173,6 +173,8 @@ async def test_a_malformed_file_fails_alone(syncer: ErpSync, drop: Path) -> None
     drop_file(drop, "stock-good.xml", "<s><l sku='SKU-1002' location='web' quantity='1'/></s>")
     result = await syncer.sync("stock")
     assert (result.rows, result.changed, result.error) == (1, 1, None)
+    assert result.failed is not None and list(result.failed) == ["stock-bad.csv"]
+    assert "missing column(s)" in result.failed["stock-bad.csv"]
     assert "missing column(s)" in (drop / "failed" / "stock-bad.csv.reason").read_text()
     assert (await stock.stock_levels(syncer.redis, syncer.keys, "SKU-1002"))["web"] == 1.0
 
