@@ -401,7 +401,9 @@ def cmd_import_pos(args: argparse.Namespace) -> int:
         )
     )
     print(json.dumps(summary.as_json()) if args.json else summary.text())
-    return 0
+    if not summary.rejected:
+        return 0
+    return 1 if summary.transactions else 2  # 2: not one valid transaction in the file
 
 
 def cmd_warehouse_migrate(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ Two shapes: our own NDJSON (one :class:`~channels.pos.transactions.Transaction` 
 ``/v1/pos/batch`` takes) and CSV with one row per line item, consecutive rows of one receipt
 grouped into one transaction (what most tills export). A :class:`Mapping` names the CSV's
 columns; receipt-level columns (time, total, tender...) are read from the first row of the
-receipt that has them, so exports that fill them on the first row only fit too.
+receipt that has them, so exports that fill them on the first row only fit too. Rows of a
+receipt that come back after another receipt's are refused, not merged: grouping them would
+mean holding the whole file before publishing anything.
 """
 
 from __future__ import annotations
@@ -73,29 +75,91 @@ def from_ndjson(lines: Iterable[str]) -> Iterator[Parsed]:
 
 
 def from_csv(lines: Iterable[str], mapping: Mapping) -> Iterator[Parsed]:
-    """Rows grouped by (store, terminal, receipt); line numbers count the header as line 1."""
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return
+    """Rows grouped by (store, terminal, receipt); line numbers count the header as line 1.
+
+    The header is read now: EventError (field ``header``) when it lacks a required column."""
+    rows = _rows(lines)
+    first = next(rows, None)
+    if first is None:
+        return iter(())
+    _, header, error = first
+    if error is not None:
+        raise EventError(error.reason, "header")
     index = {name.strip(): i for i, name in enumerate(header)}
     missing = [c for f, c in mapping.columns.items() if f in _REQUIRED and c not in index]
     if missing:
-        yield Parsed(1, error=EventError(f"missing column(s): {', '.join(missing)}", "header"))
-        return
+        raise EventError(f"missing column(s): {', '.join(missing)}", "header")
     columns = {f: index[c] for f, c in mapping.columns.items() if c in index}
+    return _grouped(rows, columns, mapping)
+
+
+def _grouped(
+    rows: Iterator[tuple[int, list[str], EventError | None]],
+    columns: dict[str, int],
+    mapping: Mapping,
+) -> Iterator[Parsed]:
     group: list[tuple[int, dict[str, str]]] = []
-    for row in reader:
-        number = reader.line_num
-        if not any(cell.strip() for cell in row):
+    unreadable: Parsed | None = None  # the group's first row the reader could not read
+    seen: dict[tuple[str | None, ...], int] = {}  # receipt → the line its rows start on
+    for number, row, error in rows:
+        if error is None and not any(cell.strip() for cell in row):
             continue
         values = {f: row[i].strip() for f, i in columns.items() if i < len(row) and row[i].strip()}
         if group and _receipt(group[0][1]) != _receipt(values):
-            yield _transaction(group, mapping)
-            group = []
+            yield _checked(group, mapping, unreadable, seen)
+            group, unreadable = [], None
         group.append((number, values))
+        if error is not None and unreadable is None:
+            unreadable = Parsed(number, error=error)
     if group:
-        yield _transaction(group, mapping)
+        yield _checked(group, mapping, unreadable, seen)
+
+
+def _rows(lines: Iterable[str]) -> Iterator[tuple[int, list[str], EventError | None]]:
+    """Rows and the line they end on. A row the reader refuses (a field over
+    ``csv.field_size_limit()``) comes with its error and the cells of its line that fit, so
+    that it still rejects its receipt."""
+    last = ""
+
+    def tapped() -> Iterator[str]:
+        nonlocal last
+        for line in lines:
+            last = line
+            yield line
+
+    reader = csv.reader(tapped())
+    while True:
+        try:
+            for row in reader:
+                yield reader.line_num, row, None
+            return
+        except csv.Error as exc:
+            yield reader.line_num, _cut(last), EventError(f"cannot read the row: {exc}")
+
+
+def _cut(line: str) -> list[str]:
+    """The cells of ``line`` up to the field too long to read, which is cut short."""
+    try:
+        return next(csv.reader([line[: csv.field_size_limit() - 1]]), [])
+    except csv.Error:
+        return []
+
+
+def _checked(
+    group: list[tuple[int, dict[str, str]]],
+    mapping: Mapping,
+    unreadable: Parsed | None,
+    seen: dict[tuple[str | None, ...], int],
+) -> Parsed:
+    """The group's transaction, unless a row was unreadable or the receipt came before: that
+    would be the same event again, its rows lost as a duplicate."""
+    first, key = group[0][0], _receipt(group[0][1])
+    earlier = seen.setdefault(key, first)
+    parsed = unreadable or _transaction(group, mapping)
+    if earlier != first and parsed.transaction is not None:
+        reason = f"rows of receipt {key[2]} must be consecutive: lines {earlier} and {first}"
+        return Parsed(first, error=EventError(reason, "receipt"))
+    return parsed
 
 
 _REQUIRED: Final = frozenset({"store", "terminal", "receipt", "time", "total", "line.quantity"})
@@ -141,6 +205,9 @@ def _value(name: str, raw: str, mapping: Mapping) -> Any:
     if name not in NUMBERS:
         return raw
     text = raw.replace(",", ".") if mapping.decimal_comma else raw
+    # Plain decimals only: float() also takes 1_0, 1e3, inf, nan and digits of any script.
+    if text.strip("0123456789.+-"):
+        raise EventError(f"not a number: {raw!r}", name)
     try:
         return float(text)
     except ValueError:

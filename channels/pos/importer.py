@@ -15,7 +15,7 @@ import io
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -37,6 +37,11 @@ Format = Literal["csv", "ndjson"]
 EVENTS_PER_PUBLISH: Final = 500
 IN_FLIGHT: Final = 4
 MAX_EXAMPLES: Final = 20
+#: Said when an import stops half-way: a re-import adds only what was not in yet.
+AGAIN: Final = (
+    "what came before may be imported already; fix the file and import it again "
+    "(what is in counts once)"
+)
 
 
 class PosImportError(TouchpointError):
@@ -99,7 +104,7 @@ def format_of(path: str, given: str | None) -> Format:
     raise PosImportError(f"{path}: cannot tell the format from the name; give --format")
 
 
-def read_lines(path: str) -> Iterator[str]:
+def read_lines(path: str) -> Generator[str, None, None]:
     """The file's lines (``\n`` kept), gunzipped when it starts with gzip's magic bytes.
 
     The file is opened now, so a missing one is an error before any work starts."""
@@ -110,13 +115,22 @@ def read_lines(path: str) -> Iterator[str]:
     return _lines(path, raw)
 
 
-def _lines(path: str, raw: Any) -> Iterator[str]:
+def _lines(path: str, raw: Any) -> Generator[str, None, None]:
     stream: Any = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    number = 0  # lines given so far
     try:
-        yield from text
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise PosImportError(f"{path}: cannot read: {exc}") from exc
+        for line in text:
+            number += 1
+            yield line
+    except UnicodeDecodeError as exc:
+        # exc.start is in the chunk being decoded, which starts on the line after the last one
+        # given (every whole line decoded before was given).
+        at = number + 1 + exc.object.count(b"\n", 0, exc.start)
+        bad = f"byte 0x{exc.object[exc.start]:02x}: {exc.reason}"
+        raise PosImportError(f"{path}: line {at}: not UTF-8 ({bad}); {AGAIN}") from exc
+    except (OSError, EOFError) as exc:
+        raise PosImportError(f"{path}: cannot read after line {number}: {exc}; {AGAIN}") from exc
     finally:
         text.close()
         raw.close()
@@ -175,9 +189,14 @@ async def import_pos(
             yield line
 
     lines = counted()
-    parsed = (
-        from_ndjson(lines) if fmt == "ndjson" else from_csv(lines, MAPPINGS[mapping or "lines"])
-    )
+    try:
+        parsed = (
+            from_ndjson(lines) if fmt == "ndjson" else from_csv(lines, MAPPINGS[mapping or "lines"])
+        )
+    except EventError as exc:  # a CSV header without a required column: nothing to import
+        bar.close()
+        source.close()
+        raise PosImportError(f"{path}: {exc}") from exc
     started = time.perf_counter()
     async with redis_url(config) as url:
         client = connect(url, timeout=max(config.redis.timeout, 10.0))
