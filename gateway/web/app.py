@@ -35,7 +35,7 @@ from gateway.publisher import Publisher
 from gateway.redis import EmbeddedRedis, check_version, connect
 from gateway.web import customers, dashboard, health, ingest, olap
 from gateway.web.auth import admin_token
-from gateway.web.errors import error_middleware
+from gateway.web.errors import error_middleware, quiet_client_errors
 from gateway.web.olap import warehouse_ctx
 from gateway.web.state import (
     ADMIN_TOKEN,
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config: Config) -> web.Application:
+    quiet_client_errors()
     app = web.Application(client_max_size=config.http.max_body, middlewares=[error_middleware])
     app[CONFIG] = config
     app[ADMIN_TOKEN] = admin_token(config)

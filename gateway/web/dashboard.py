@@ -73,7 +73,9 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     try:
         form = await request.post()
-    except (ValueError, LookupError) as exc:  # not UTF-8, an unknown charset, no boundary...
+    except (ValueError, LookupError, RuntimeError) as exc:
+        # not UTF-8, no boundary; an unknown charset (LookupError) or transfer encoding
+        # (RuntimeError)
         raise web.HTTPBadRequest(reason=f"unreadable form: {exc}") from None
     token, target = str(form.get("token", "")), _safe_next(str(form.get("next", "")))
     if not hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):

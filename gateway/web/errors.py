@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,8 +43,7 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a static file's name
         return json_error(404, "Not Found")
     if isinstance(exc, RequestPayloadError):  # an undecodable Content-Encoding
-        reason = str(exc).rpartition("message:")[2].strip()  # "400, message:\n  Can not..."
-        response = json_error(400, f"request body could not be read: {reason}")
+        response = json_error(400, f"request body could not be read: {_reason(exc)}")
         response.force_close()  # aiohttp cannot read past it to the next request
         return response
     if isinstance(exc, web.HTTPException):
@@ -56,6 +56,32 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
         return response
     log.error("%s %s: unexpected error", request.method, request.path, exc_info=exc)
     return json_error(500, "internal error")
+
+
+class ClientErrorsFilter(logging.Filter):
+    """aiohttp logs a client's malformed request (undecodable Content-Encoding, an 8 KB request
+    line, a control character in a header) as an ERROR with its traceback, ~30 lines each, and
+    anyone can send them: one WARNING line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestPayloadError | HttpProcessingError):
+            record.msg, record.args = "bad request from a client: %s", (_reason(exc),)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _reason(exc: Exception) -> str:
+    """aiohttp's ``400, message:\n  Can not decode...`` as ``Can not decode...``."""
+    return " ".join(str(exc).rpartition("message:")[2].split())
+
+
+def quiet_client_errors() -> None:
+    """Install :class:`ClientErrorsFilter` on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorsFilter) for f in server.filters):
+        server.addFilter(ClientErrorsFilter())
 
 
 @web.middleware

@@ -18,7 +18,7 @@ from gateway.config import Config
 from gateway.events import MAX_EVENT_BYTES, Event, unpack
 from gateway.web.app import create_app
 from gateway.web.state import BUS, REDIS
-from tests.helpers import raw_http
+from tests.helpers import eventually, raw_http
 
 Client = TestClient[web.Request, web.Application]
 CHROME = (
@@ -318,3 +318,22 @@ async def test_header_bytes_that_are_not_utf8(client: Client) -> None:
     )
     assert status == 403
     assert "may not send events" in json.loads(answer)["error"]
+
+
+async def test_a_malformed_request_is_one_warning_not_a_traceback(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logs such a request as an ERROR with ~30 lines of traceback, whoever sends it
+    (on a 404 too): one WARNING line."""
+    headers = {**AUTH, "Content-Encoding": "gzip"}
+    for path in ("/v1/track", "/nope"):
+        resp = await client.post(path, data=b"not gzip at all", headers=headers)
+        assert resp.status in (400, 404)
+    await eventually(lambda: _logged(caplog, "aiohttp.server"))
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert {(r.levelname, r.exc_info) for r in records} == {("WARNING", None)}
+    assert "bad request from a client: Can not decode content-encoding: gzip" in caplog.text
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, name: str) -> bool:
+    return len([r for r in caplog.records if r.name == name]) >= 2

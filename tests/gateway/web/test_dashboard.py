@@ -108,6 +108,11 @@ async def test_overview_and_live_counts(client: Client) -> None:
         ("application/x-www-form-urlencoded; charset=nope", b"token=x"),
         ("multipart/form-data", b"token=x"),  # no boundary
         ("multipart/form-data; boundary=zz", b"garbage"),
+        (
+            "multipart/form-data; boundary=zz",
+            b'--zz\r\nContent-Disposition: form-data; name="token"\r\n'
+            b"Content-Transfer-Encoding: foo\r\n\r\nx\r\n--zz--\r\n",
+        ),
     ],
 )
 async def test_an_unreadable_login_form_is_a_400(
