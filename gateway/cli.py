@@ -221,11 +221,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ),
             loop=new_loop(),
         )
-    except OSError as exc:  # where it was told to listen it cannot: a traceback helps nobody
-        if exc.errno not in _CANNOT_LISTEN and not isinstance(exc, socket.gaierror):
+    except (OSError, UnicodeError) as exc:  # where it was told to listen it cannot
+        # (UnicodeError: a host name the IDNA codec refuses, "a..b")
+        if isinstance(exc, OSError) and not _cannot_listen(exc):
             raise
         raise ConfigError(config.source, "http", f"cannot listen on {host}:{port}: {exc}") from None
     return 0
+
+
+def _cannot_listen(exc: OSError) -> bool:
+    return isinstance(exc, socket.gaierror) or exc.errno in _CANNOT_LISTEN
 
 
 _CANNOT_LISTEN: Final = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}

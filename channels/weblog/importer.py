@@ -468,7 +468,11 @@ class _Import:
                         await self._publish(source, entries, packed, lineno)
                         entries, packed = [], 0
         except _READ_ERRORS as exc:
-            raise LogImportError(f"{source.name}: cannot read after line {lineno}: {exc}") from exc
+            raise LogImportError(
+                f"{source.name}: cannot read after line {lineno}: {exc}; the lines before may be"
+                " in the bus already: import the file again (each event counts once) or with"
+                " --resume"
+            ) from exc
         self._bar.update(lineno - shown)
         if events:
             entries.append(pack(events))

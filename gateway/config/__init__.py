@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -180,8 +181,11 @@ def _check_redis(config: Config, source: str) -> None:
     from redis.connection import parse_url
 
     if config.redis.url.is_set:
+        url = config.redis.url.get()
         try:
-            parse_url(config.redis.url.get())  # type: ignore[no-untyped-call]
+            parse_url(url)  # type: ignore[no-untyped-call]
+            if urlsplit(url).port == 0:  # parse_url drops it: the client would use 6379
+                raise ValueError("port 0 is no port")
         except ValueError as exc:
             raise ConfigError(source, "redis.url", str(exc)) from None
 

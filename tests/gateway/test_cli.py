@@ -270,6 +270,10 @@ def test_serve_where_it_cannot_listen_is_a_one_line_error(
     err = capsys.readouterr().err
     assert f"{config.source}: http: cannot listen on 127.0.0.1:{port}: " in err
     assert "Traceback" not in err
+    http = '[http]\nhost = "a..b"'  # the IDNA codec refuses it (UnicodeError)
+    config = make_config(service_redis_url, prefix, http, "[agents]\nrun = []")
+    assert cli.main(["serve", "--config", config.source]) == 2
+    assert "http: cannot listen on a..b:8080: " in capsys.readouterr().err
 
 
 def test_a_data_dir_that_cannot_be_made_is_a_one_line_error(

@@ -47,6 +47,7 @@ def test_shipped_config_runs_as_is() -> None:
         ("[warehouse]\nreaders = 100000", "warehouse.readers", "<= 256"),
         ("[redis]\nurl = 'not-a-url'", "redis.url", "must specify one of the following schemes"),
         ("[redis]\nurl = 'redis://127.0.0.1:99999'", "redis.url", "Port out of range"),
+        ("[redis]\nurl = 'redis://127.0.0.1:0'", "redis.url", "port 0 is no port"),
     ],
 )
 def test_bad_settings_name_file_and_key(tmp_path: Path, text: str, key: str, reason: str) -> None:

@@ -255,6 +255,16 @@ async def run_events(config: Config, log: Path, **options: Any) -> list[Event]:
     return await published(config)
 
 
+async def test_a_file_cut_short_says_what_to_do(config: Config, tmp_path: Path) -> None:
+    """Lines before the cut may be in the bus: the one line says so, and how to go on."""
+    data = gzip.compress("".join(line("192.0.2.1", f"/p{i}") for i in range(20_000)).encode())
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LogImportError, match=r"cut.log.gz: cannot read after line \d+: .*"
+                       r"in the bus already: import the file again"):  # fmt: skip
+        await run(config, cut)
+
+
 async def test_a_directory_is_refused_before_anything_is_published(
     config: Config, tmp_path: Path
 ) -> None:
