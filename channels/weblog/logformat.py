@@ -190,6 +190,8 @@ class LogFormat:
                 self._times.clear()
             self._times[stamp] = when
         size = size if size and size != "-" else sent
+        if not (size.isascii() and port.isascii() and took.isascii()):  # ٣ is a digit to int()
+            return None
         try:  # numbers no server writes (20 digits and more) make a line malformed
             sent_bytes = int(size) if size and size != "-" else 0
             port_number = int(port) if port else 0
@@ -300,7 +302,7 @@ def detect(lines: Iterable[str], *, cookie: str = "") -> LogFormat | None:
 
 def parse_time(stamp: str) -> datetime | None:
     """``10/Oct/2000:13:55:36 -0700`` → an aware UTC datetime; None when it is not one."""
-    if len(stamp) != 26 or stamp[21] not in "+-":
+    if len(stamp) != 26 or stamp[21] not in "+-" or not stamp.isascii():  # ASCII digits only
         return None
     if (stamp[2], stamp[6], stamp[11], stamp[14], stamp[17], stamp[20]) != _TIME_SEPARATORS:
         return None
@@ -314,7 +316,10 @@ def parse_time(stamp: str) -> datetime | None:
             int(stamp[18:20]),
             tzinfo=UTC,
         )
-        offset = timedelta(hours=int(stamp[22:24]), minutes=int(stamp[24:26]))
+        hours, minutes = int(stamp[22:24]), int(stamp[24:26])
+        if hours > 14 or minutes > 59:  # offsets run from -12:00 to +14:00
+            return None
+        offset = timedelta(hours=hours, minutes=minutes)
         return local - offset if stamp[21] == "+" else local + offset
     except (KeyError, ValueError, OverflowError):  # OverflowError: year 1 ahead of UTC...
         return None

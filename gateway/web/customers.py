@@ -40,7 +40,14 @@ TIMELINE_LIMIT = 100
 
 
 #: A consent's channel or purpose ("email", "marketing"...).
-ConsentName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ConsentName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$",
+    ),
+]  # printable, no space at either end
 
 
 class ConsentChange(msgspec.Struct, forbid_unknown_fields=True):

@@ -94,6 +94,7 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
     for bad in (  # argparse: the streams there are, a count, stream ids
         ["dead-letters", "nope"],
         ["dead-letters", "events", "--count", "0"],
+        ["dead-letters", "events", "--count", "\u0663"],  # a digit, not an ASCII one
         ["redrive", "events", "abc"],
         ["discard", "events", "99999999999999999999999-0"],  # past 64 bits: Redis refuses it
         ["redrive", "events", "\u0661\u0662-\u0660"],  # Arabic-Indic digits: Redis refuses them
@@ -104,6 +105,7 @@ async def test_bus_dead_letters_lists_them_and_redrive_puts_them_back(
     err = capsys.readouterr().err
     assert "invalid choice: 'nope'" in err
     assert "'0' is not a whole number of 1 or more" in err
+    assert "'\u0663' is not a whole number of 1 or more" in err
     assert "'abc' is not a stream id" in err
     assert "'99999999999999999999999-0' is not a stream id" in err
     assert "'\u0661\u0662-\u0660' is not a stream id" in err

@@ -200,6 +200,7 @@ def test_unusable_log_format_strings_are_refused(spec: str, message: str) -> Non
         f'192.0.2.13 - - [10/Oct/2023:13:55:45 +0200] "GET / HTTP/1.1" 200 {"9" * 5000} "-" "-"',
         '192.0.2.13 - - [31/Dec/9999:23:59:59 -1200] "GET / HTTP/1.1" 200 1 "-" "-"',
         '192.0.2.13 - - [01/Jan/0001:00:00:00 +1400] "GET / HTTP/1.1" 200 1 "-" "-"',
+        '192.0.2.13 - - [10/Oct/2023:13:55:45 +0200] "GET / HTTP/1.1" 200 ٣ "-" "-"',
     ],
 )
 def test_malformed_and_truncated_lines_are_none(line: str) -> None:
@@ -233,7 +234,9 @@ def test_timestamps_with_offsets_become_utc(stamp: str, utc: datetime) -> None:
 @pytest.mark.parametrize(
     "stamp",
     ["", "10/Oct/2000:13:55:36", "30/Feb/2024:00:00:00 +0000", "10/Okt/2000:13:55:36 +0000",
-     "10/Oct/2000:25:00:00 +0000", "10/Oct/2000 13:55:36 +0000"],
+     "10/Oct/2000:25:00:00 +0000", "10/Oct/2000 13:55:36 +0000",
+     "10/Oct/2000:13:55:36 +2400", "10/Oct/2000:13:55:36 +0199",  # no such offsets
+     "10/Oct/٢٠٠٠:13:55:36 +0000"],  # digits, not ASCII ones
 )  # fmt: skip
 def test_bad_timestamps_are_none(stamp: str) -> None:
     assert parse_time(stamp) is None

@@ -196,6 +196,8 @@ async def test_channels_to_warehouse_olap_360_and_privacy(
     await eventually(refused, within=30)
     await eventually(lambda: drained(client), within=60)
     for body in ({"x": 1}, {"channel": "", "purpose": "marketing", "granted": True},
+                 {"channel": "   ", "purpose": "marketing", "granted": True},
+                 {"channel": "email\u0000", "purpose": "marketing", "granted": True},
                  {"channel": "email", "purpose": "p" * 65, "granted": True}):  # fmt: skip
         bad = await client.post(f"/v1/customers/{customer}/consent", json=body, headers=admin)
         assert bad.status == 400
