@@ -329,15 +329,21 @@ EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 AHEAD: Final = timedelta(days=1)
 
 
+def possible(when: datetime, received_at: datetime) -> bool:
+    """Whether an event received at ``received_at`` can have happened at ``when`` (UTC)."""
+    return EARLIEST <= when <= received_at + AHEAD
+
+
 def checked_time(when: datetime, received_at: datetime, field: str = "timestamp") -> datetime:
-    """``when`` in UTC if it is a time events can have; EventError naming ``field`` if not."""
+    """``when`` in UTC if it is a time events can have; EventError naming ``field`` if not.
+    Without an offset, ``when`` is UTC."""
     try:
-        when = when.astimezone(UTC)
-    except (OverflowError, ValueError):
-        when = EARLIEST - AHEAD  # year 1 ahead of UTC, or 9999 behind it
-    if not EARLIEST <= when <= received_at + AHEAD:
+        utc = as_utc(when).astimezone(UTC)
+    except (OverflowError, ValueError):  # year 1 ahead of UTC, or 9999 behind it
+        utc = None
+    if utc is None or not possible(utc, received_at):
         raise EventError("must be from 2000 on and at most a day ahead of now", field)
-    return when
+    return utc
 
 
 def event_time(message: Message, received_at: datetime, sent_at: datetime | None) -> datetime:
@@ -346,22 +352,21 @@ def event_time(message: Message, received_at: datetime, sent_at: datetime | None
     As Segment does: ``timestamp = receivedAt - (sentAt - originalTimestamp)`` when the client
     says when it sent the message, so a device whose clock is off still lands at the right time.
     """
-    happened = _utc(message.timestamp or message.original_timestamp)
-    sent = _utc(message.sent_at or sent_at)
+    happened = message.timestamp or message.original_timestamp
+    sent = message.sent_at or sent_at
     if happened is None:
         return received_at
     if sent is None:
         return checked_time(happened, received_at)
     try:
-        return checked_time(received_at - (sent - happened), received_at)
+        return checked_time(received_at - (as_utc(sent) - as_utc(happened)), received_at)
     except OverflowError:  # years apart: no clock is that wrong
         raise EventError("is too far from sentAt", "timestamp") from None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def as_utc(when: datetime) -> datetime:
+    """``when`` with UTC as its zone when it has none (a time sent without an offset)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _check_required(type_: EventType, message: Message, anonymous_ok: bool) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Final, NamedTuple
 
 from channels.weblog.useragents import UserAgentParser
 from gateway.errors import TouchpointError
-from gateway.events import AHEAD, EARLIEST, Event
+from gateway.events import Event, possible
 from gateway.privacy import anonymize_ip
 
 #: The known formats by name, in the order :func:`detect` tries them (most specific first).
@@ -378,7 +378,7 @@ class PageViews:
     def plausible(self, hit: Hit) -> bool:
         """Whether ``hit`` is within the times events can have (what ingest refuses, the
         filter would drop)."""
-        return EARLIEST <= hit.time <= self.received_at + AHEAD
+        return possible(hit.time, self.received_at)
 
     def skip_reason(self, hit: Hit) -> str | None:
         """Why ``hit`` is not imported (one of :data:`REASONS`), or None."""

@@ -182,15 +182,10 @@ def check_rows(
                 given["currency"] = currency.strip().upper()  # "eur" is EUR
             row = msgspec.convert(given, kind, strict=False)
             if isinstance(row, SaleLine):
-                checked_time(in_utc(row.ordered_at), now, "ordered_at")
+                checked_time(row.ordered_at, now, "ordered_at")
             rows.append(row)
         except (msgspec.ValidationError, EventError) as exc:
             skipped += 1
             ident = given.get(ID_FIELDS[entity], f"row {n}")
             log.warning("erp %s%s: skipped %s: %s", entity, where, ident, exc)
     return rows, skipped
-
-
-def in_utc(when: datetime) -> datetime:
-    """``when`` with UTC as its zone when it has none (an ERP's dates without an offset)."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

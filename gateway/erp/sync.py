@@ -51,10 +51,9 @@ from gateway.erp.base import (
     SaleLine,
     StockLevel,
     Store,
-    in_utc,
 )
 from gateway.errors import BusUnavailable
-from gateway.events import Event
+from gateway.events import Event, as_utc
 from gateway.keys import EVENTS, Keys
 from gateway.warehouse import Warehouse
 
@@ -178,7 +177,7 @@ def order_event(lines: list[SaleLine], site: str, now: datetime, *, cancel: bool
         name="Order Refunded" if cancel else "Order Completed",
         channel="erp",
         site=site,
-        timestamp=now if cancel else in_utc(first.ordered_at),
+        timestamp=now if cancel else as_utc(first.ordered_at),
         received_at=now,
         properties=properties,
         context={"traits": traits} if traits else {},
